@@ -1,0 +1,327 @@
+//! Tensor element types and storage fields, and the conversions between stored
+//! bytes and f64/f32 values. Writing rounds to nearest, ties to even.
+
+use half::{bf16, f16};
+
+use crate::external::ExternalRef;
+use crate::wire;
+
+/// ONNX element type (`TensorProto.DataType`). Only the floating types can be
+/// rewritten; the integer types can be read, for shape tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    U16,
+    U32,
+    U64,
+    Bool,
+    /// Any other `DataType` number (strings, 8-bit floats, complex, 4-bit …).
+    Other(i32),
+}
+
+impl DType {
+    pub fn from_onnx(code: i32) -> DType {
+        match code {
+            1 => DType::F32,
+            2 => DType::U8,
+            3 => DType::I8,
+            4 => DType::U16,
+            5 => DType::I16,
+            6 => DType::I32,
+            7 => DType::I64,
+            9 => DType::Bool,
+            10 => DType::F16,
+            11 => DType::F64,
+            12 => DType::U32,
+            13 => DType::U64,
+            16 => DType::BF16,
+            other => DType::Other(other),
+        }
+    }
+
+    pub fn onnx_code(self) -> i32 {
+        match self {
+            DType::F32 => 1,
+            DType::U8 => 2,
+            DType::I8 => 3,
+            DType::U16 => 4,
+            DType::I16 => 5,
+            DType::I32 => 6,
+            DType::I64 => 7,
+            DType::Bool => 9,
+            DType::F16 => 10,
+            DType::F64 => 11,
+            DType::U32 => 12,
+            DType::U64 => 13,
+            DType::BF16 => 16,
+            DType::Other(code) => code,
+        }
+    }
+
+    /// Bytes per element in `raw_data`, for the fixed-size types.
+    pub fn size(self) -> Option<usize> {
+        Some(match self {
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::Other(_) => return None,
+        })
+    }
+
+    /// Whether reinit can rewrite tensors of this type.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            DType::F32 => "float32".into(),
+            DType::F64 => "float64".into(),
+            DType::F16 => "float16".into(),
+            DType::BF16 => "bfloat16".into(),
+            DType::I64 => "int64".into(),
+            DType::I32 => "int32".into(),
+            DType::I16 => "int16".into(),
+            DType::I8 => "int8".into(),
+            DType::U8 => "uint8".into(),
+            DType::U16 => "uint16".into(),
+            DType::U32 => "uint32".into(),
+            DType::U64 => "uint64".into(),
+            DType::Bool => "bool".into(),
+            DType::Other(code) => format!("onnx-type-{code}"),
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Which field of the `TensorProto` holds the values. Rewrites keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Raw,
+    FloatData,
+    DoubleData,
+    /// `int32_data`: also where f16/bf16 bit patterns live in typed form.
+    Int32Data,
+    Int64Data,
+    /// Other typed fields (`uint64_data`, `string_data`), read-only.
+    OtherTyped,
+    External(ExternalRef),
+    /// No values at all (a zero-element tensor, or a malformed one).
+    Empty,
+}
+
+impl Storage {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Storage::Raw => "raw_data",
+            Storage::FloatData => "float_data",
+            Storage::DoubleData => "double_data",
+            Storage::Int32Data => "int32_data",
+            Storage::Int64Data => "int64_data",
+            Storage::OtherTyped => "typed",
+            Storage::External(_) => "external",
+            Storage::Empty => "empty",
+        }
+    }
+}
+
+/// Decodes little-endian `bytes` of `dtype` into f64 values.
+pub(crate) fn decode_le(bytes: &[u8], dtype: DType) -> Option<Vec<f64>> {
+    let size = dtype.size()?;
+    if !bytes.len().is_multiple_of(size) {
+        return None;
+    }
+    let values = bytes.chunks_exact(size);
+    Some(match dtype {
+        DType::F32 => values
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+            .collect(),
+        DType::F64 => values
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect(),
+        DType::F16 => values
+            .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
+            .collect(),
+        DType::BF16 => values
+            .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
+            .collect(),
+        DType::I64 => values
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+            .collect(),
+        DType::U64 => values
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+            .collect(),
+        DType::I32 => values
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+            .collect(),
+        DType::U32 => values
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+            .collect(),
+        DType::I16 => values
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)
+            .collect(),
+        DType::U16 => values
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as f64)
+            .collect(),
+        DType::I8 => values.map(|c| c[0] as i8 as f64).collect(),
+        DType::U8 | DType::Bool => values.map(|c| c[0] as f64).collect(),
+        DType::Other(_) => return None,
+    })
+}
+
+/// Decodes little-endian integer `bytes` exactly (no f64 detour).
+pub(crate) fn decode_le_i64(bytes: &[u8], dtype: DType) -> Option<Vec<i64>> {
+    let size = dtype.size()?;
+    if !bytes.len().is_multiple_of(size) {
+        return None;
+    }
+    let values = bytes.chunks_exact(size);
+    Some(match dtype {
+        DType::I64 | DType::U64 => values
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect(),
+        DType::I32 => values
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as i64)
+            .collect(),
+        DType::U32 => values
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()) as i64)
+            .collect(),
+        DType::I16 => values
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+            .collect(),
+        DType::U16 => values
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
+            .collect(),
+        DType::I8 => values.map(|c| c[0] as i8 as i64).collect(),
+        DType::U8 | DType::Bool => values.map(|c| c[0] as i64).collect(),
+        _ => return None,
+    })
+}
+
+/// f16/bf16 bit patterns held one per `int32_data` element.
+pub(crate) fn decode_half_bits(bits: &[i32], dtype: DType) -> Vec<f64> {
+    bits.iter()
+        .map(|&b| match dtype {
+            DType::BF16 => bf16::from_bits(b as u16).to_f64(),
+            _ => f16::from_bits(b as u16).to_f64(),
+        })
+        .collect()
+}
+
+/// Values rounded to `dtype` (nearest, ties to even), as their bit patterns.
+fn half_bits(values: &[f64], dtype: DType) -> impl Iterator<Item = u16> + '_ {
+    values.iter().map(move |&v| match dtype {
+        DType::BF16 => bf16::from_f64(v).to_bits(),
+        _ => f16::from_f64(v).to_bits(),
+    })
+}
+
+/// Encodes values as the bytes of `storage` for `dtype`: little-endian for
+/// `raw_data`/external data, the packed field payload for typed fields.
+pub(crate) fn encode(values: &[f64], dtype: DType, storage: &Storage) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    match (storage, dtype) {
+        (Storage::Raw | Storage::External(_), _) => encode_le(values, dtype, &mut out)?,
+        (Storage::FloatData, DType::F32) => encode_le(values, DType::F32, &mut out)?,
+        (Storage::DoubleData, DType::F64) => encode_le(values, DType::F64, &mut out)?,
+        (Storage::Int32Data, DType::F16 | DType::BF16) => {
+            for bits in half_bits(values, dtype) {
+                wire::write_varint(u64::from(bits), &mut out);
+            }
+        }
+        _ => {
+            return Err(format!(
+                "cannot write {dtype} values into {}",
+                storage.name()
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a run of varints (a packed `int32_data` payload).
+pub(crate) fn decode_varints(bytes: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some((value, next)) = wire::read_varint(bytes, pos) {
+        out.push(value);
+        pos = next;
+    }
+    out
+}
+
+fn encode_le(values: &[f64], dtype: DType, out: &mut Vec<u8>) -> Result<(), String> {
+    out.reserve(values.len() * dtype.size().unwrap_or(0));
+    match dtype {
+        DType::F32 => values
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&(v as f32).to_le_bytes())),
+        DType::F64 => values
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&v.to_le_bytes())),
+        DType::F16 | DType::BF16 => {
+            half_bits(values, dtype).for_each(|b| out.extend_from_slice(&b.to_le_bytes()))
+        }
+        other => return Err(format!("cannot write {other} values")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_rounding_is_nearest_even() {
+        // 1 + 2^-11 lies exactly halfway between f16 1.0 and 1 + 2^-10: ties to even -> 1.0
+        let tie_down = 1.0 + 2f64.powi(-11);
+        // 1 + 3·2^-11 lies halfway between 1 + 2^-10 and 1 + 2^-9: ties to even -> 1 + 2^-9
+        let tie_up = 1.0 + 3.0 * 2f64.powi(-11);
+        let bytes = encode(&[tie_down, tie_up], DType::F16, &Storage::Raw).unwrap();
+        let back = decode_le(&bytes, DType::F16).unwrap();
+        assert_eq!(back, vec![1.0, 1.0 + 2f64.powi(-9)]);
+        // bf16 keeps 7 mantissa bits: 1 + 2^-8 is the tie between 1 and 1 + 2^-7
+        let bytes = encode(
+            &[1.0 + 2f64.powi(-8), 1.0 + 3.0 * 2f64.powi(-8)],
+            DType::BF16,
+            &Storage::Raw,
+        )
+        .unwrap();
+        let back = decode_le(&bytes, DType::BF16).unwrap();
+        assert_eq!(back, vec![1.0, 1.0 + 2f64.powi(-6)]);
+    }
+
+    #[test]
+    fn int32_data_holds_half_bits_as_varints() {
+        let bytes = encode(&[1.0, -2.0], DType::F16, &Storage::Int32Data).unwrap();
+        let mut bits = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let (v, next) = wire::read_varint(&bytes, pos).unwrap();
+            bits.push(v as i32);
+            pos = next;
+        }
+        assert_eq!(bits, vec![0x3c00, 0xc000]);
+        assert_eq!(decode_half_bits(&bits, DType::F16), vec![1.0, -2.0]);
+    }
+
+    #[test]
+    fn refuses_mismatched_storage() {
+        assert!(encode(&[1.0], DType::F64, &Storage::FloatData).is_err());
+        assert!(encode(&[1.0], DType::I64, &Storage::Raw).is_err());
+    }
+}

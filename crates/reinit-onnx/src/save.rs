@@ -1,0 +1,588 @@
+//! Saving: splice new payloads into the original bytes.
+//!
+//! The rule (ARCHITECTURE.md, "Fidelity"): the output is the input's bytes with
+//! only (a) the payload fields of edited tensors, (b) the external-data entries
+//! that must point at the new data file, (c) the `metadata_props` we add, and
+//! (d) the length prefixes of the messages enclosing (a)–(c) replaced. Nothing
+//! is re-encoded, so unknown fields, field order and non-canonical encodings
+//! survive, and a model saved without edits is byte-identical.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use crate::atomic::{PendingFile, ReadyFile};
+use crate::codec::{self, Storage};
+use crate::error::Error;
+use crate::external;
+use crate::index::{self, LenField};
+use crate::model::{Model, TensorId};
+use crate::wire;
+
+/// New values for tensors, and metadata to record. Values are given as f64 and
+/// written in each tensor's own dtype (round to nearest, ties to even) and storage.
+#[derive(Debug, Default, Clone)]
+pub struct Edits {
+    values: BTreeMap<TensorId, Vec<f64>>,
+    metadata: Vec<(String, String)>,
+}
+
+impl Edits {
+    pub fn set(&mut self, id: TensorId, values: Vec<f64>) {
+        self.values.insert(id, values);
+    }
+
+    pub fn get(&self, id: TensorId) -> Option<&[f64]> {
+        self.values.get(&id).map(Vec::as_slice)
+    }
+
+    /// Sets `metadata_props[key]`, replacing an existing entry of that key.
+    pub fn set_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        self.metadata.retain(|(k, _)| *k != key);
+        self.metadata.push((key, value.into()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.metadata.is_empty()
+    }
+
+    pub fn tensors(&self) -> impl Iterator<Item = TensorId> + '_ {
+        self.values.keys().copied()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SaveOptions {
+    /// Replace an existing output file (other than the input).
+    pub overwrite: bool,
+    /// Allow the output to be the input file itself.
+    pub in_place: bool,
+    /// File name of the external data written beside the output; default
+    /// `<output file name>.data`. Only used when the model has external data.
+    pub data_file: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SaveReport {
+    pub model_path: PathBuf,
+    pub data_path: Option<PathBuf>,
+    pub bytes_written: u64,
+    pub tensors_changed: usize,
+}
+
+/// One replacement of a byte range of the original.
+#[derive(Debug, Clone)]
+struct Splice {
+    range: Range<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Splice {
+    fn delta(&self) -> isize {
+        self.bytes.len() as isize - self.range.len() as isize
+    }
+}
+
+/// How external tensors are laid out in the new data file: each source file is
+/// copied whole, at a 4096-aligned base, so tensors keep their alignment.
+struct DataLayout {
+    name: String,
+    path: PathBuf,
+    /// Source location → base offset in the new file, in first-use order.
+    bases: Vec<(String, u64)>,
+}
+
+const DATA_ALIGNMENT: u64 = 4096;
+
+impl Model {
+    /// Writes the model with `edits` applied to `path`, atomically.
+    pub fn save(
+        &self,
+        path: impl AsRef<Path>,
+        edits: &Edits,
+        options: &SaveOptions,
+    ) -> Result<SaveReport, Error> {
+        let path = path.as_ref();
+        self.check_target(path, options)?;
+        let layout = self.data_layout(path, options)?;
+        let bytes = self.spliced(edits, layout.as_ref())?;
+        let data = match &layout {
+            Some(layout) => Some(self.write_data(layout, edits)?),
+            None => None,
+        };
+        let mut model = PendingFile::create(path)?;
+        model.write(&bytes)?;
+        let model_bytes = model.written();
+        let model = model.finish()?;
+        let data_bytes = data.as_ref().map_or(0, |(_, n)| *n);
+        let data_path = match data {
+            Some((ready, _)) => Some(ready.commit()?),
+            None => None,
+        };
+        let model_path = model.commit()?;
+        Ok(SaveReport {
+            model_path,
+            data_path,
+            bytes_written: model_bytes + data_bytes,
+            tensors_changed: edits.len(),
+        })
+    }
+
+    /// The edited model as bytes, for models without external data.
+    pub fn to_bytes(&self, edits: &Edits) -> Result<Vec<u8>, Error> {
+        if self.has_external_data() {
+            return Err(Error::Refused {
+                path: self.path().to_path_buf(),
+                reason: "a model with external data must be saved to a file".into(),
+            });
+        }
+        self.spliced(edits, None)
+    }
+
+    pub fn has_external_data(&self) -> bool {
+        self.tensors()
+            .iter()
+            .any(|t| matches!(t.storage, Storage::External(_)))
+    }
+
+    fn check_target(&self, path: &Path, options: &SaveOptions) -> Result<(), Error> {
+        let refuse = |reason: &str| Error::Refused {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return Ok(());
+        };
+        if meta.is_dir() {
+            return Err(refuse("the output is a directory"));
+        }
+        if same_file(path, self.path()) {
+            if !options.in_place {
+                return Err(refuse(
+                    "the output is the input file; pass the in-place option to overwrite it",
+                ));
+            }
+        } else if !options.overwrite {
+            return Err(refuse(
+                "the output file exists; pass the force option to replace it",
+            ));
+        }
+        if let Some(base) = self.base_dir() {
+            for location in self.external.locations() {
+                if same_file(path, &external::resolved(base, location)) {
+                    return Err(refuse("the output is an external data file of the input"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn data_layout(&self, path: &Path, options: &SaveOptions) -> Result<Option<DataLayout>, Error> {
+        if !self.has_external_data() {
+            return Ok(None);
+        }
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| Error::Refused {
+                path: path.to_path_buf(),
+                reason: "the output has no file name".into(),
+            })?
+            .to_string_lossy();
+        let name = options
+            .data_file
+            .clone()
+            .unwrap_or_else(|| format!("{file_name}.data"));
+        external::check_location(&name).map_err(|reason| Error::Refused {
+            path: path.to_path_buf(),
+            reason: format!("data file name '{name}': {reason}"),
+        })?;
+        let data_path = path.with_file_name(&name);
+        if same_file(&data_path, path) {
+            return Err(Error::Refused {
+                path: data_path,
+                reason: "the data file would overwrite the model".into(),
+            });
+        }
+        let mut bases: Vec<(String, u64)> = Vec::new();
+        let mut next = 0u64;
+        for entry in self.tensors() {
+            if let Storage::External(reference) = &entry.storage
+                && !bases.iter().any(|(l, _)| *l == reference.location)
+            {
+                let len = self
+                    .external
+                    .get(&reference.location)
+                    .map_or(0, |m| m.len() as u64);
+                bases.push((reference.location.clone(), next));
+                next = (next + len).div_ceil(DATA_ALIGNMENT) * DATA_ALIGNMENT;
+            }
+        }
+        Ok(Some(DataLayout {
+            name,
+            path: data_path,
+            bases,
+        }))
+    }
+
+    /// Streams the new data file: each source file copied in turn, edited
+    /// tensors' ranges replaced. Memory use is bounded by one tensor.
+    fn write_data(&self, layout: &DataLayout, edits: &Edits) -> Result<(ReadyFile, u64), Error> {
+        let mut out = PendingFile::create(&layout.path)?;
+        for (location, base) in &layout.bases {
+            let padding = base - out.written();
+            out.write(&vec![0u8; padding as usize])?;
+            let Some(map) = self.external.get(location) else {
+                continue;
+            };
+            let mut replaced: Vec<(Range<usize>, TensorId)> = self
+                .ids()
+                .filter(|&id| edits.get(id).is_some())
+                .filter_map(|id| match &self.tensor(id).storage {
+                    Storage::External(r) if r.location == *location => {
+                        external::byte_range(r, map.len() as u64)
+                            .ok()
+                            .map(|range| (range, id))
+                    }
+                    _ => None,
+                })
+                .collect();
+            replaced.sort_by_key(|(range, _)| range.start);
+            let mut pos = 0;
+            for (range, id) in replaced {
+                if range.start < pos {
+                    return Err(self.tensor_error(
+                        self.tensor(id),
+                        "overlaps another tensor's external data".into(),
+                    ));
+                }
+                out.write(&map[pos..range.start])?;
+                out.write(&self.encoded(id, edits)?)?;
+                pos = range.end;
+            }
+            out.write(&map[pos..])?;
+        }
+        let written = out.written();
+        Ok((out.finish()?, written))
+    }
+
+    /// The new payload of an edited tensor, checked and encoded.
+    fn encoded(&self, id: TensorId, edits: &Edits) -> Result<Vec<u8>, Error> {
+        let entry = self.tensor(id);
+        let values = edits.get(id).unwrap_or_default();
+        if !entry.dtype.is_float() {
+            return Err(
+                self.tensor_error(entry, format!("cannot rewrite a {} tensor", entry.dtype))
+            );
+        }
+        if values.len() != entry.numel() {
+            return Err(self.tensor_error(
+                entry,
+                format!(
+                    "{} new values for a tensor of {} elements",
+                    values.len(),
+                    entry.numel()
+                ),
+            ));
+        }
+        codec::encode(values, entry.dtype, &entry.storage)
+            .map_err(|reason| self.tensor_error(entry, reason))
+    }
+
+    fn spliced(&self, edits: &Edits, layout: Option<&DataLayout>) -> Result<Vec<u8>, Error> {
+        let buf = self.bytes();
+        let mut splices = Vec::new();
+        let mut ancestors: Vec<LenField> = Vec::new();
+        for id in edits.tensors() {
+            if matches!(self.tensor(id).storage, Storage::External(_)) {
+                self.encoded(id, edits)?; // validated now, written with the data
+                continue;
+            }
+            let site = &self.sites[id.0];
+            splices.extend(self.payload_splices(id, edits)?);
+            ancestors.extend(site.ancestors.iter().cloned());
+        }
+        if let Some(layout) = layout {
+            for id in self.ids() {
+                if let Storage::External(reference) = &self.tensor(id).storage {
+                    let base = layout
+                        .bases
+                        .iter()
+                        .find(|(l, _)| *l == reference.location)
+                        .map_or(0, |(_, b)| *b);
+                    let site = &self.sites[id.0];
+                    let (rewrites, entries) = external_splices(
+                        buf,
+                        site,
+                        &layout.name,
+                        reference.offset + base,
+                        base != 0,
+                    );
+                    if !rewrites.is_empty() {
+                        splices.extend(rewrites);
+                        ancestors.extend(entries);
+                        ancestors.extend(site.ancestors.iter().cloned());
+                    }
+                }
+            }
+        }
+        for (key, value) in &edits.metadata {
+            let field = entry_field(key, value);
+            match self.metadata.iter().find(|m| m.key == *key) {
+                Some(site) => {
+                    let value_field = string_field(index::ENTRY_VALUE, value);
+                    splices.push(Splice {
+                        range: site.value_field.clone(),
+                        bytes: value_field,
+                    });
+                    ancestors.push(site.entry.clone());
+                }
+                None => {
+                    let mut bytes = Vec::new();
+                    wire::write_varint(u64::from(index::MODEL_METADATA << 3 | 2), &mut bytes);
+                    wire::write_varint(field.len() as u64, &mut bytes);
+                    bytes.extend_from_slice(&field);
+                    splices.push(Splice {
+                        range: buf.len()..buf.len(),
+                        bytes,
+                    });
+                }
+            }
+        }
+        let splices = with_length_prefixes(splices, ancestors)
+            .map_err(|reason| Error::invalid(self.path(), reason))?;
+        Ok(emit(buf, &splices))
+    }
+
+    /// Splices replacing an embedded tensor's payload field.
+    fn payload_splices(&self, id: TensorId, edits: &Edits) -> Result<Vec<Splice>, Error> {
+        let entry = self.tensor(id);
+        let site = &self.sites[id.0];
+        let payload = self.encoded(id, edits)?;
+        let number = match entry.storage {
+            Storage::Raw => index::TENSOR_RAW,
+            Storage::FloatData => index::TENSOR_FLOAT,
+            Storage::DoubleData => index::TENSOR_DOUBLE,
+            Storage::Int32Data => index::TENSOR_INT32,
+            _ => {
+                return Err(self.tensor_error(
+                    entry,
+                    format!("cannot rewrite {} storage", entry.storage.name()),
+                ));
+            }
+        };
+        let fields: Vec<_> = site
+            .payload_fields
+            .iter()
+            .filter(|f| f.number == number)
+            .collect();
+        if let [field] = fields.as_slice()
+            && field.wire_type == wire::LEN
+        {
+            let prefix = field.len_prefix.clone().unwrap_or_default();
+            let mut splices = Vec::new();
+            if payload.len() != field.value.len() {
+                let mut varint = Vec::new();
+                wire::write_varint(payload.len() as u64, &mut varint);
+                splices.push(Splice {
+                    range: prefix,
+                    bytes: varint,
+                });
+            }
+            splices.push(Splice {
+                range: field.value.clone(),
+                bytes: payload,
+            });
+            return Ok(splices);
+        }
+        // Unpacked or split repeated fields: re-encode this one tensor message, but
+        // only if doing so reproduces the original bytes exactly (nothing lost).
+        let original = &self.bytes()[site.message()];
+        if entry.proto.encode_to_vec() != original {
+            return Err(self.tensor_error(
+                entry,
+                "values are stored in an unusual encoding that cannot be rewritten without changing other bytes".into(),
+            ));
+        }
+        let mut proto = entry.proto.clone();
+        let values = edits.get(id).unwrap_or_default();
+        match entry.storage {
+            Storage::FloatData => proto.float_data = values.iter().map(|&v| v as f32).collect(),
+            Storage::DoubleData => proto.double_data = values.to_vec(),
+            Storage::Int32Data => {
+                proto.int32_data = codec::decode_varints(&payload)
+                    .into_iter()
+                    .map(|v| v as i32)
+                    .collect()
+            }
+            _ => return Err(self.tensor_error(entry, "repeated raw_data field".into())),
+        }
+        Ok(vec![Splice {
+            range: site.message(),
+            bytes: proto.encode_to_vec(),
+        }])
+    }
+}
+
+/// Splices pointing an external tensor at the new data file, and the entry
+/// messages whose lengths they change.
+fn external_splices(
+    buf: &[u8],
+    site: &index::TensorSite,
+    name: &str,
+    offset: u64,
+    moved: bool,
+) -> (Vec<Splice>, Vec<LenField>) {
+    let mut splices = Vec::new();
+    let mut entries = Vec::new();
+    let mut has_offset = false;
+    for entry in &site.external {
+        let current = |range: &Range<usize>| &buf[range.clone()];
+        match entry.key.as_str() {
+            "location" => {
+                let field = string_field(index::ENTRY_VALUE, name);
+                if current(&entry.value_field) != field.as_slice() {
+                    splices.push(Splice {
+                        range: entry.value_field.clone(),
+                        bytes: field,
+                    });
+                    entries.push(entry.entry.clone());
+                }
+            }
+            "offset" => {
+                has_offset = true;
+                if moved {
+                    let field = string_field(index::ENTRY_VALUE, &offset.to_string());
+                    splices.push(Splice {
+                        range: entry.value_field.clone(),
+                        bytes: field,
+                    });
+                    entries.push(entry.entry.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    if moved && !has_offset {
+        let entry = entry_field("offset", &offset.to_string());
+        let mut bytes = Vec::new();
+        wire::write_varint(u64::from(13u32 << 3 | 2), &mut bytes);
+        wire::write_varint(entry.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&entry);
+        let end = site.message().end;
+        splices.push(Splice {
+            range: end..end,
+            bytes,
+        });
+    }
+    (splices, entries)
+}
+
+fn string_field(number: u32, value: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::write_varint(u64::from(number << 3 | 2), &mut out);
+    wire::write_varint(value.len() as u64, &mut out);
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// A `StringStringEntryProto` body.
+fn entry_field(key: &str, value: &str) -> Vec<u8> {
+    let mut out = string_field(1, key);
+    out.extend(string_field(2, value));
+    out
+}
+
+/// Adds the length-prefix rewrites every enclosing message needs, innermost
+/// first, and checks that no two splices overlap.
+fn with_length_prefixes(
+    mut splices: Vec<Splice>,
+    mut ancestors: Vec<LenField>,
+) -> Result<Vec<Splice>, String> {
+    ancestors.sort_by_key(|a| (a.payload.len(), a.prefix.start));
+    ancestors.dedup_by_key(|a| a.prefix.start);
+    for ancestor in &ancestors {
+        let inside = |s: &Splice| {
+            s.range.start >= ancestor.payload.start && s.range.end <= ancestor.payload.end
+        };
+        let delta: isize = splices
+            .iter()
+            .filter(|s| inside(s))
+            .map(Splice::delta)
+            .sum();
+        if delta != 0 {
+            let new_len = ancestor.payload.len() as isize + delta;
+            let new_len =
+                u64::try_from(new_len).map_err(|_| "negative message length".to_string())?;
+            let mut varint = Vec::new();
+            wire::write_varint(new_len, &mut varint);
+            splices.push(Splice {
+                range: ancestor.prefix.clone(),
+                bytes: varint,
+            });
+        }
+    }
+    splices.sort_by_key(|s| (s.range.start, s.range.end));
+    for pair in splices.windows(2) {
+        if pair[0].range.end > pair[1].range.start {
+            return Err(format!(
+                "overlapping rewrites at bytes {:?} and {:?}",
+                pair[0].range, pair[1].range
+            ));
+        }
+    }
+    Ok(splices)
+}
+
+fn emit(buf: &[u8], splices: &[Splice]) -> Vec<u8> {
+    let delta: isize = splices.iter().map(Splice::delta).sum();
+    let mut out = Vec::with_capacity((buf.len() as isize + delta).max(0) as usize);
+    let mut pos = 0;
+    for splice in splices {
+        out.extend_from_slice(&buf[pos..splice.range.start]);
+        out.extend_from_slice(&splice.bytes);
+        pos = splice.range.end;
+    }
+    out.extend_from_slice(&buf[pos..]);
+    out
+}
+
+/// True when both paths name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (a.dev(), a.ino()) == (b.dev(), b.ino());
+        }
+    }
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Test hook: `REINIT_FAIL_AFTER_BYTES=N` makes every write fail once N bytes
+/// of an output have been written, to prove that failures leave no partial file.
+pub(crate) mod fault {
+    pub fn check(written: u64, len: usize) -> std::io::Result<()> {
+        static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+        let limit = LIMIT.get_or_init(|| {
+            std::env::var("REINIT_FAIL_AFTER_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        });
+        match limit {
+            Some(limit) if written + len as u64 > *limit => Err(std::io::Error::other(
+                "injected write failure (REINIT_FAIL_AFTER_BYTES)",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
