@@ -227,3 +227,17 @@ def test_digits_runs_through_mlp():
     x = (rec[:1, :64].astype(np.float32) / 16.0)
     out = run_ort(fixture_path("mlp_relu.onnx"), feeds={"input": x})
     assert out["logits"].shape == (1, 10)
+
+
+def test_tied_weights():
+    # no folding: one tensor feeds the embedding Gather and the head MatMul
+    e = FIXTURES["tiny_transformer_tied_nofold.onnx"]
+    assert e["shared_weights"] == [{"weight": "tok.weight", "nodes": ["/tok/Gather", "/head/MatMul"]}]
+    assert e["layers"][-1]["weight"] == "tok.weight" and e["layers"][-1]["via"] == ["Transpose"]
+    # constant folding broke the tie: a transposed duplicate with the same values
+    e = FIXTURES["tiny_transformer_tied.onnx"]
+    assert e["shared_weights"] == []
+    head = e["layers"][-1]
+    arrays = tensor_arrays(fixture_path("tiny_transformer_tied.onnx"))
+    np.testing.assert_array_equal(arrays[head["weight"]].T, arrays["tok.weight"])
+    assert FIXTURES["helper_shared_weight.onnx"]["shared_weights"][0]["nodes"] == ["matmul1", "matmul2"]
