@@ -241,3 +241,28 @@ def test_tied_weights():
     arrays = tensor_arrays(fixture_path("tiny_transformer_tied.onnx"))
     np.testing.assert_array_equal(arrays[head["weight"]].T, arrays["tok.weight"])
     assert FIXTURES["helper_shared_weight.onnx"]["shared_weights"][0]["nodes"] == ["matmul1", "matmul2"]
+
+
+def test_diff_initializers_catches_dropped_unknown_fields(tmp_path):
+    src = fixture_path("helper_unknown_field_tensor.onnx")
+    m = onnx.load(str(src))
+    m.DiscardUnknownFields()
+    out = tmp_path / "dropped.onnx"
+    onnx.save(m, str(out))
+    with pytest.raises(AssertionError):
+        diff_initializers(src, out)
+
+
+def test_diff_initializers_metadata(tmp_path):
+    src = fixture_path("mlp_relu.onnx")
+    m = onnx.load(str(src))
+    m.metadata_props.add(key="reinit", value="scheme=test")
+    out = tmp_path / "meta.onnx"
+    onnx.save(m, str(out))
+    assert diff_initializers(src, out) == set()  # added metadata is allowed
+    with pytest.raises(AssertionError):
+        diff_initializers(src, out, allow_new_metadata=False)
+    m.producer_name = "something-else"
+    onnx.save(m, str(out))
+    with pytest.raises(AssertionError):
+        diff_initializers(src, out)
