@@ -1,0 +1,456 @@
+//! Dispatch from a [`Scheme`] to its construction, plus the matrix schemes that need no
+//! module of their own: orthogonal (Saxe et al. 2013), delta-orthogonal (Xiao et al. 2018),
+//! critical-line orthogonal (Pennington et al. 2017), EOI layers, Fixup (Zhang et al. 2019)
+//! and LSUV's pre-init (Mishkin & Matas 2016).
+
+use rayon::prelude::*;
+
+use crate::activation::Activation;
+use crate::critical::{critical_point, fixed_point_of};
+use crate::eoi::{layer_densities, sparse_orthogonal};
+use crate::error::SchemeError;
+use crate::idinit::idinit;
+use crate::layer::{LayerKind, LayerSpec, NormOptions, NormSpec};
+use crate::linalg::haar_orthogonal;
+use crate::params::{
+    ConvMode, CriticalParams, CriticalTarget, Density, DensityDistribution, EoiParams, FanMode,
+    FixupParams, LsuvParams, LsuvTolOn, MaskMode, Scheme,
+};
+use crate::relu_share::relu_share;
+use crate::rng::Stream;
+use crate::variance::{self, Family, bias, resolve_gain, torch_default};
+
+/// What a scheme produced for one weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInit {
+    /// Canonical layout `[groups·n_out][n_in][k…]`, row-major.
+    pub weight: Vec<f64>,
+    /// Length `groups·n_out`; `None` = leave the model's bias as it is (or it has none).
+    pub bias: Option<Vec<f64>>,
+    /// EOI's mask in the weight's layout (`true` = trainable), when requested.
+    pub mask: Option<Vec<bool>>,
+    /// Choices and warnings to show in reports.
+    pub notes: Vec<String>,
+}
+
+/// New affine parameters of a norm layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NormInit {
+    pub gamma: Vec<f64>,
+    pub beta: Vec<f64>,
+}
+
+/// Fills one weight (and its bias) under `scheme`, drawing from `rng`.
+///
+/// For EOI with ERK or skip-first-last densities, `init_layer` only sees this layer: use
+/// [`init_many`] (or [`layer_densities`] and a per-layer uniform density) for a model.
+pub fn init_layer(
+    scheme: &Scheme,
+    spec: &LayerSpec,
+    rng: &mut Stream,
+) -> Result<LayerInit, SchemeError> {
+    scheme.validate()?;
+    spec.validate(scheme.name())?;
+    let mut notes = Vec::new();
+    let mut mask = None;
+    let name = scheme.name();
+    let (weight, bias) = match scheme {
+        Scheme::He(p) => variance::variance_scaling(Family::He, p, spec, rng, &mut notes, name)?,
+        Scheme::Xavier(p) => {
+            variance::variance_scaling(Family::Xavier, p, spec, rng, &mut notes, name)?
+        }
+        Scheme::Lecun(p) => {
+            variance::variance_scaling(Family::Lecun, p, spec, rng, &mut notes, name)?
+        }
+        Scheme::TorchDefault => torch_default(spec, rng),
+        Scheme::Orthogonal(p) => {
+            let gain = resolve_gain(p.gain, spec, &mut notes);
+            (orthogonal_flat(spec, gain, rng), bias(p.bias, spec, rng))
+        }
+        Scheme::DeltaOrthogonal(p) => {
+            let gain = resolve_gain(p.gain, spec, &mut notes);
+            let w = orthogonal_delta(spec, gain, rng, &mut notes);
+            (w, normal_bias(spec, p.sigma_b, rng))
+        }
+        Scheme::Critical(p) => critical(p, spec, rng, &mut notes)?,
+        Scheme::Eoi(p) => {
+            let d = layer_densities(std::slice::from_ref(spec), p)[0];
+            let (w, b, m) = eoi_layer(p, d, spec, rng, &mut notes)?;
+            mask = m;
+            (w, b)
+        }
+        Scheme::IdInit(p) => idinit(p, spec, rng, &mut notes),
+        Scheme::ReluShare(p) => relu_share(p, spec, rng, &mut notes)?,
+        Scheme::Fixup(p) => fixup(p, spec, rng, &mut notes)?,
+        Scheme::Lsuv(_) => {
+            notes.push("lsuv: orthonormal pre-init only; the variance rescaling needs forward passes (trainer)".into());
+            (
+                orthogonal_flat(spec, 1.0, rng),
+                spec.has_bias.then(|| vec![0.0; spec.bias_len()]),
+            )
+        }
+    };
+    debug_assert_eq!(weight.len(), spec.numel());
+    Ok(LayerInit {
+        weight,
+        bias,
+        mask,
+        notes,
+    })
+}
+
+/// Initializes many weights in parallel (rayon). Each weight draws from its own
+/// `Stream::new(seed, name, scheme.name())`, so the result does not depend on the order nor
+/// on the thread count. EOI's per-layer densities are computed over all given layers first.
+pub fn init_many<S: AsRef<str> + Sync>(
+    layers: &[(S, LayerSpec)],
+    scheme: &Scheme,
+    seed: u64,
+) -> Vec<Result<LayerInit, SchemeError>> {
+    let per_layer: Vec<Scheme> = match scheme {
+        Scheme::Eoi(p) if p.distribution != DensityDistribution::Uniform => {
+            let specs: Vec<LayerSpec> = layers.iter().map(|(_, s)| s.clone()).collect();
+            layer_densities(&specs, p)
+                .into_iter()
+                .map(|d| {
+                    Scheme::Eoi(EoiParams {
+                        density: Density::new(d).unwrap_or(p.density),
+                        distribution: DensityDistribution::Uniform,
+                        ..*p
+                    })
+                })
+                .collect()
+        }
+        _ => vec![*scheme; layers.len()],
+    };
+    layers
+        .par_iter()
+        .zip(per_layer.par_iter())
+        .map(|((name, spec), s)| {
+            let mut rng = Stream::new(seed, name.as_ref(), scheme.name());
+            let mut r = init_layer(s, spec, &mut rng);
+            if let (Ok(init), Scheme::Eoi(p)) = (&mut r, s) {
+                if p.density != scheme_density(scheme) {
+                    init.notes.push(format!(
+                        "eoi: layer density {:.4} from the distribution",
+                        p.density.get()
+                    ));
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+fn scheme_density(s: &Scheme) -> Density {
+    match s {
+        Scheme::Eoi(p) => p.density,
+        _ => Density::new(1.0).expect("1 is a valid density"),
+    }
+}
+
+/// New γ/β for a norm layer, or `None` to leave it. `zero_init_last_gamma` zeroes norms that
+/// end a residual branch; `reset` sets the others to (1, 0). IDInit leaves norms untouched
+/// apart from the zero-last option (§4.2).
+pub fn init_norm(scheme: &Scheme, spec: &NormSpec, opts: &NormOptions) -> Option<NormInit> {
+    let n = spec.channels;
+    if opts.zero_init_last_gamma && spec.after_branch_last {
+        return Some(NormInit {
+            gamma: vec![0.0; n],
+            beta: vec![0.0; n],
+        });
+    }
+    if opts.reset && !matches!(scheme, Scheme::IdInit(_)) {
+        return Some(NormInit {
+            gamma: vec![1.0; n],
+            beta: vec![0.0; n],
+        });
+    }
+    None
+}
+
+/// One LSUV step (§1.8) for a layer whose pre-activation output variance on the calibration
+/// batch is `observed_variance`: returns `Ok(true)` when it is within tolerance of the
+/// target (weights untouched), otherwise divides the weights by `√(v/v*)` and returns
+/// `Ok(false)` (the trainer re-measures and calls again, up to `max_iter` times).
+pub fn lsuv_rescale(
+    weight: &mut [f64],
+    observed_variance: f64,
+    p: &LsuvParams,
+) -> Result<bool, SchemeError> {
+    if !(observed_variance.is_finite() && observed_variance > 0.0) {
+        return Err(SchemeError::InvalidParam {
+            scheme: "lsuv",
+            param: "observed_variance",
+            value: observed_variance.to_string(),
+            reason: "must be finite and > 0 (a dead layer cannot be rescaled)".into(),
+        });
+    }
+    let off = match p.tol_on {
+        LsuvTolOn::Variance => (observed_variance - p.target_var).abs(),
+        LsuvTolOn::Std => (observed_variance.sqrt() - p.target_var.sqrt()).abs(),
+    };
+    if off < p.tol {
+        return Ok(true);
+    }
+    let f = (p.target_var / observed_variance).sqrt();
+    weight.iter_mut().for_each(|x| *x *= f);
+    Ok(false)
+}
+
+/// `N(0, σ_b²)` biases (exact zeros when `σ_b = 0`), `None` without a bias.
+fn normal_bias(spec: &LayerSpec, sigma_b: f64, rng: &mut Stream) -> Option<Vec<f64>> {
+    spec.has_bias.then(|| {
+        let mut b = vec![0.0; spec.bias_len()];
+        if sigma_b > 0.0 {
+            rng.fill_normal(&mut b, sigma_b);
+        }
+        b
+    })
+}
+
+/// Saxe orthogonal per group on the flattened `(n_out, n_in·Πk)` kernel, times `gain`.
+/// (PyTorch's `orthogonal_` flattens all `C_out` rows at once; per group is our [design],
+/// schemes.md §0.1.)
+pub(crate) fn orthogonal_flat(spec: &LayerSpec, gain: f64, rng: &mut Stream) -> Vec<f64> {
+    let cols = spec.n_in * spec.taps();
+    let block = spec.n_out * cols;
+    let mut w = vec![0.0; spec.numel()];
+    for g in 0..spec.groups {
+        let q = haar_orthogonal(spec.n_out, cols, gain, rng);
+        w[g * block..(g + 1) * block].copy_from_slice(&q);
+    }
+    w
+}
+
+/// Per group a Haar `(n_out × n_in)` matrix times `gain` at the delta tap, zeros elsewhere
+/// (Xiao et al. Algorithm 2; 1×1 kernels and linear layers: plain orthogonal).
+pub(crate) fn orthogonal_delta(
+    spec: &LayerSpec,
+    gain: f64,
+    rng: &mut Stream,
+    notes: &mut Vec<String>,
+) -> Vec<f64> {
+    if spec.kind == LayerKind::Linear || spec.taps() == 1 {
+        return orthogonal_flat(spec, gain, rng);
+    }
+    if spec.n_in > spec.n_out {
+        notes.push(format!(
+            "delta-orthogonal: C_in/g = {} > C_out/g = {}: row-orthogonal tap, not norm-preserving",
+            spec.n_in, spec.n_out
+        ));
+    }
+    let tap = spec.delta_tap_or_centre(notes);
+    let mut w = vec![0.0; spec.numel()];
+    for g in 0..spec.groups {
+        let h = haar_orthogonal(spec.n_out, spec.n_in, gain, rng);
+        for o in 0..spec.n_out {
+            for i in 0..spec.n_in {
+                w[spec.index(g, o, i, tap)] = h[o * spec.n_in + i];
+            }
+        }
+    }
+    w
+}
+
+/// Resolves the critical-line variances for the layer's activation (§2.4).
+pub(crate) fn critical_variances(
+    p: &CriticalParams,
+    act: &Activation,
+    notes: &mut Vec<String>,
+) -> Result<(f64, f64), SchemeError> {
+    let target = match p.target {
+        CriticalTarget::Default if *act == Activation::Tanh => CriticalTarget::Explicit {
+            sigma_w2: 1.05,
+            sigma_b2: 2.01e-5,
+        },
+        CriticalTarget::Default => CriticalTarget::QStar(1.0 / 64.0),
+        t => t,
+    };
+    if *act == Activation::Sigmoid {
+        notes.push(
+            "critical: logistic sigmoid — a critical line exists only for q* ≳ 45 and gives no \
+             isometry; consider tanh"
+                .into(),
+        );
+    }
+    if matches!(
+        act,
+        Activation::Relu | Activation::LeakyRelu { .. } | Activation::PRelu
+    ) {
+        notes.push(
+            "critical: ReLU-like units cannot reach dynamical isometry (J Jᵀ variance ≥ L)".into(),
+        );
+    }
+    let (sw2, sb2) = match target {
+        CriticalTarget::QStar(q) => {
+            let c = critical_point(act, q)?;
+            (c.sigma_w2, c.sigma_b2)
+        }
+        CriticalTarget::Explicit { sigma_w2, sigma_b2 } => (sigma_w2, sigma_b2),
+        CriticalTarget::Default => unreachable!("resolved above"),
+    };
+    match fixed_point_of(act, sw2, sb2) {
+        Ok(fp) => notes.push(format!(
+            "critical: {act}: sigma_w^2 = {sw2:.6}, sigma_b^2 = {sb2:.4e}, q* = {:.6}, chi = {:.6}",
+            fp.q_star, fp.chi
+        )),
+        Err(_) => notes.push(format!(
+            "critical: {act}: sigma_w^2 = {sw2:.6}, sigma_b^2 = {sb2:.4e}"
+        )),
+    }
+    Ok((sw2, sb2))
+}
+
+fn critical(
+    p: &CriticalParams,
+    spec: &LayerSpec,
+    rng: &mut Stream,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<f64>, Option<Vec<f64>>), SchemeError> {
+    let (sw2, sb2) = critical_variances(p, &spec.activation, notes)?;
+    let delta = p.conv == ConvMode::Delta && spec.kind != LayerKind::Linear;
+    let mut sigma_w = sw2.sqrt();
+    if p.variance_matched {
+        let cols = if delta {
+            spec.n_in
+        } else {
+            spec.n_in * spec.taps()
+        };
+        if spec.n_out > cols && cols > 0 {
+            sigma_w *= (spec.n_out as f64 / cols as f64).sqrt();
+            notes
+                .push("critical: variance_matched factor sqrt(n_out/n_in) applied [design]".into());
+        }
+    }
+    let w = if delta {
+        orthogonal_delta(spec, sigma_w, rng, notes)
+    } else {
+        orthogonal_flat(spec, sigma_w, rng)
+    };
+    Ok((w, normal_bias(spec, sb2.sqrt(), rng)))
+}
+
+/// EOI for one layer at density `d` (§5.1, §5.3, §5.4).
+pub(crate) fn eoi_layer(
+    p: &EoiParams,
+    d: f64,
+    spec: &LayerSpec,
+    rng: &mut Stream,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<f64>, Option<Vec<f64>>, Option<Vec<bool>>), SchemeError> {
+    crate::eoi::check_density(d)?;
+    // the reference draws biases before the weights
+    let b = normal_bias(spec, p.sigma_b, rng);
+    let taps = spec.taps();
+    let conv = spec.kind != LayerKind::Linear && taps > 1;
+    let dc = if conv && p.more_nonzeros {
+        (d * taps as f64).min(1.0).min(d.sqrt())
+    } else {
+        d
+    };
+    let tap = if conv {
+        spec.delta_tap_or_centre(notes)
+    } else {
+        0
+    };
+    let sigma_w = p.sigma_w.get();
+    let mut w = vec![0.0; spec.numel()];
+    let mut unreachable = false;
+    for g in 0..spec.groups {
+        let h = sparse_orthogonal(spec.n_out, spec.n_in, dc, rng);
+        unreachable |= !h.reachable;
+        for o in 0..spec.n_out {
+            for i in 0..spec.n_in {
+                w[spec.index(g, o, i, tap)] = sigma_w * h.weight[o * spec.n_in + i];
+            }
+        }
+    }
+    if unreachable {
+        notes.push(format!(
+            "eoi: density {dc:.4} is at or below 1/max(n_out, n_in) = 1/{}: identity returned",
+            spec.n_out.max(spec.n_in)
+        ));
+    }
+    let mask = match p.mask {
+        MaskMode::None => None,
+        MaskMode::Support => Some(w.iter().map(|&x| x != 0.0).collect()),
+        MaskMode::Trainable => {
+            let mut m: Vec<bool> = w.iter().map(|&x| x != 0.0).collect();
+            if conv {
+                let want = (d * m.len() as f64).round() as usize;
+                let mut zeros: Vec<usize> = (0..m.len()).filter(|&k| !m[k]).collect();
+                let have = m.len() - zeros.len();
+                let extra = want.saturating_sub(have).min(zeros.len());
+                // partial Fisher–Yates: the first `extra` of a random permutation
+                for k in 0..extra {
+                    let r = k + rng.below((zeros.len() - k) as u64) as usize;
+                    zeros.swap(k, r);
+                    m[zeros[k]] = true;
+                }
+            }
+            Some(m)
+        }
+    };
+    Ok((w, b, mask))
+}
+
+/// Fixup (§1.7): branch-last layers and the classifier (weight and bias) zero; other branch
+/// layers He normal × `L^(−1/(2m−2))`; layers outside branches (stem, projection shortcuts)
+/// He normal unscaled. He uses gain √2 and `fan_mode` (fan_out by default, as the official
+/// code). Biases 0.
+fn fixup(
+    p: &FixupParams,
+    spec: &LayerSpec,
+    rng: &mut Stream,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<f64>, Option<Vec<f64>>), SchemeError> {
+    let zeros_b = spec.has_bias.then(|| vec![0.0; spec.bias_len()]);
+    let mut w = vec![0.0; spec.numel()];
+    if spec.network_output {
+        notes.push("fixup: classifier weight and bias zeroed".into());
+        return Ok((w, zeros_b));
+    }
+    let fan = match p.fan_mode {
+        FanMode::FanIn => spec.fan_in,
+        FanMode::FanOut => spec.fan_out,
+    };
+    let he = |w: &mut Vec<f64>, scale: f64, rng: &mut Stream| -> Result<(), SchemeError> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        if fan == 0 {
+            return Err(SchemeError::Shape {
+                scheme: "fixup",
+                shape: format!("{:?}", spec.shape()),
+                reason: "fan is 0".into(),
+            });
+        }
+        rng.fill_normal(w, (2.0 / fan as f64).sqrt() * scale);
+        Ok(())
+    };
+    match spec.residual {
+        Some(role) if role.position.is_last() => {
+            notes.push("fixup: last layer of a residual branch zeroed".into());
+        }
+        Some(role) => {
+            let (l, m) = (role.num_branches, role.branch_layers);
+            if l == 0 || m < 2 {
+                return Err(SchemeError::Shape {
+                    scheme: "fixup",
+                    shape: format!("{:?}", spec.shape()),
+                    reason: format!(
+                        "residual role needs L >= 1 branches and m >= 2 layers per branch before its last (got L = {l}, m = {m})"
+                    ),
+                });
+            }
+            let scale = (l as f64).powf(-1.0 / (2.0 * m as f64 - 2.0));
+            he(&mut w, scale, rng)?;
+            notes.push(format!(
+                "fixup: He normal scaled by L^(-1/(2m-2)) = {scale:.6} (L = {l}, m = {m})"
+            ));
+        }
+        None => he(&mut w, 1.0, rng)?,
+    }
+    Ok((w, zeros_b))
+}

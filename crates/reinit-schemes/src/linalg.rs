@@ -1,0 +1,256 @@
+//! Haar (semi-)orthogonal matrices from faer's Householder QR, and numeric checks.
+
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::householder;
+use faer::linalg::qr::no_pivoting::factor as qr;
+use faer::{Conj, Mat, Par};
+
+use crate::rng::Stream;
+
+/// Below this many elements of the Gaussian matrix the QR runs sequentially; above, on the
+/// current rayon pool with a fixed task count.
+const PAR_THRESHOLD: usize = 256 * 256;
+
+/// faer splits the QR's work into this many tasks whatever the pool size, so the result
+/// depends on this constant only, never on the thread count (`Par::rayon(0)`, "all threads",
+/// is not bit-reproducible across pool sizes; checked by a test).
+const QR_TASKS: usize = 2;
+
+/// An `r × c` Haar (semi-)orthogonal matrix times `gain`, row-major (schemes.md §0.3).
+///
+/// `a = max(r, c)`, `b = min(r, c)`; `G ∈ R^{a×b}` i.i.d. N(0, 1) drawn column by column;
+/// thin QR `G = QR`; column j of Q times `sign(R_jj)` (exactly Haar); transposed when
+/// `r < c`. Rows are orthonormal when `r ≤ c` (`M Mᵀ = gain²·I`), columns when `r > c`.
+/// Computed in f64. An empty shape gives an empty buffer.
+pub fn haar_orthogonal(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f64> {
+    let (a, b) = (r.max(c), r.min(c));
+    if b == 0 {
+        return vec![0.0; r * c];
+    }
+    let mut g = vec![0.0; a * b];
+    rng.fill_normal(&mut g, 1.0);
+    // column-major a×b: column j is g[j*a .. (j+1)*a]
+    let mut m = Mat::<f64>::from_fn(a, b, |i, j| g[j * a + i]);
+    drop(g);
+    let par = if a * b >= PAR_THRESHOLD {
+        Par::rayon(QR_TASKS)
+    } else {
+        Par::Seq
+    };
+    let block = qr::recommended_block_size::<f64>(a, b);
+    let mut coeff = Mat::<f64>::zeros(block, b);
+    {
+        let mut mem = MemBuffer::new(qr::qr_in_place_scratch::<f64>(
+            a,
+            b,
+            block,
+            par,
+            Default::default(),
+        ));
+        qr::qr_in_place(
+            m.as_mut(),
+            coeff.as_mut(),
+            par,
+            MemStack::new(&mut mem),
+            Default::default(),
+        );
+    }
+    let signs: Vec<f64> = (0..b)
+        .map(|j| if m[(j, j)] < 0.0 { -1.0 } else { 1.0 })
+        .collect();
+    let mut q = Mat::<f64>::identity(a, b);
+    {
+        let mut mem = MemBuffer::new(
+            householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(
+                a, block, b,
+            ),
+        );
+        householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
+            m.as_ref(),
+            coeff.as_ref(),
+            Conj::No,
+            q.as_mut(),
+            par,
+            MemStack::new(&mut mem),
+        );
+    }
+    let mut out = vec![0.0; r * c];
+    if r >= c {
+        for i in 0..r {
+            for j in 0..c {
+                out[i * c + j] = q[(i, j)] * signs[j] * gain;
+            }
+        }
+    } else {
+        for j in 0..c {
+            for i in 0..r {
+                out[i * c + j] = q[(j, i)] * signs[i] * gain;
+            }
+        }
+    }
+    out
+}
+
+/// `max |M Mᵀ − I|` (when `rows ≤ cols`) or `max |Mᵀ M − I|` (otherwise) of a row-major
+/// `rows × cols` matrix, accumulated in f64. Divide `weight` by the gain first to check a
+/// scaled matrix. 0 for an empty shape.
+pub fn orthogonality_error(weight: &[f64], rows: usize, cols: usize) -> f64 {
+    assert_eq!(
+        weight.len(),
+        rows * cols,
+        "orthogonality_error: buffer/shape mismatch"
+    );
+    if rows == 0 || cols == 0 {
+        return 0.0;
+    }
+    let m = Mat::<f64>::from_fn(rows, cols, |i, j| weight[i * cols + j]);
+    let p = if rows <= cols {
+        &m * m.transpose()
+    } else {
+        m.transpose() * &m
+    };
+    let n = p.nrows();
+    let mut err: f64 = 0.0;
+    for j in 0..n {
+        for i in 0..n {
+            let target = if i == j { 1.0 } else { 0.0 };
+            err = err.max((p[(i, j)] - target).abs());
+        }
+    }
+    err
+}
+
+/// Fraction of non-zero entries (1 for an empty buffer is meaningless: returns 0).
+pub fn density(weight: &[f64]) -> f64 {
+    if weight.is_empty() {
+        return 0.0;
+    }
+    weight.iter().filter(|&&x| x != 0.0).count() as f64 / weight.len() as f64
+}
+
+/// A storage format a model may hold its weights in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CastFormat {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// Orthogonality error ([`orthogonality_error`]) of `weight / gain` after the weight is cast
+/// to `format` with round-to-nearest-even, as the caller will store it.
+pub fn orthogonality_error_after_cast(
+    weight: &[f64],
+    rows: usize,
+    cols: usize,
+    gain: f64,
+    format: CastFormat,
+) -> f64 {
+    let cast: Vec<f64> = weight
+        .iter()
+        .map(|&x| {
+            let y = match format {
+                CastFormat::F32 => x as f32 as f64,
+                CastFormat::F16 => half::f16::from_f64(x).to_f64(),
+                CastFormat::Bf16 => half::bf16::from_f64(x).to_f64(),
+            };
+            y / gain
+        })
+        .collect();
+    orthogonality_error(&cast, rows, cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haar_is_orthogonal_for_many_shapes() {
+        let shapes = [
+            (1, 1),
+            (1, 7),
+            (7, 1),
+            (5, 5),
+            (3, 17),
+            (17, 3),
+            (64, 64),
+            (40, 130),
+            (130, 40),
+            (300, 300),
+        ];
+        for (seed, &(r, c)) in shapes.iter().enumerate() {
+            for gain in [1.0, 0.5, 2.5] {
+                let mut s = Stream::new(seed as u64, "w", "orthogonal");
+                let m = haar_orthogonal(r, c, gain, &mut s);
+                let unit: Vec<f64> = m.iter().map(|x| x / gain).collect();
+                let e = orthogonality_error(&unit, r, c);
+                assert!(e < 1e-12, "{r}x{c} gain {gain}: error {e}");
+            }
+        }
+        assert!(haar_orthogonal(0, 5, 1.0, &mut Stream::new(0, "w", "o")).is_empty());
+    }
+
+    #[test]
+    fn haar_sign_check() {
+        // schemes.md §0.3: ≥1000 draws of 16×16; mean of M[0,0] within 3/√(1000·16) of 0,
+        // diagonal mean not biased positive.
+        let draws = 1000;
+        let mut s = Stream::new(42, "haar", "orthogonal");
+        let (mut m00, mut diag) = (0.0, 0.0);
+        for _ in 0..draws {
+            let m = haar_orthogonal(16, 16, 1.0, &mut s);
+            m00 += m[0];
+            diag += (0..16).map(|i| m[i * 16 + i]).sum::<f64>() / 16.0;
+        }
+        let tol = 3.0 / ((draws * 16) as f64).sqrt();
+        assert!(
+            (m00 / draws as f64).abs() < tol,
+            "mean M00 {}",
+            m00 / draws as f64
+        );
+        // entries have variance 1/16; the diag mean of one draw has std ≤ 1/16·… ≤ 0.25/4
+        assert!(
+            (diag / draws as f64).abs() < tol,
+            "mean diag {}",
+            diag / draws as f64
+        );
+    }
+
+    #[test]
+    fn qr_is_thread_count_independent() {
+        let run = || haar_orthogonal(600, 500, 1.0, &mut Stream::new(5, "big", "orthogonal"));
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(run);
+        let many = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap()
+            .install(run);
+        assert!(
+            one.iter()
+                .zip(&many)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+
+    #[test]
+    fn cast_errors_are_reported() {
+        let mut s = Stream::new(1, "w", "orthogonal");
+        let m = haar_orthogonal(128, 128, 1.0, &mut s);
+        let e32 = orthogonality_error_after_cast(&m, 128, 128, 1.0, CastFormat::F32);
+        let e16 = orthogonality_error_after_cast(&m, 128, 128, 1.0, CastFormat::F16);
+        let eb16 = orthogonality_error_after_cast(&m, 128, 128, 1.0, CastFormat::Bf16);
+        // §0.3 oracle for f32 output: ≤ 1e-5; halves are much coarser but bounded.
+        assert!(e32 < 1e-5, "f32 {e32}");
+        assert!(e16 > e32 && e16 < 5e-3, "f16 {e16}");
+        assert!(eb16 > e16 && eb16 < 5e-2, "bf16 {eb16}");
+    }
+
+    #[test]
+    fn density_counts_nonzeros() {
+        assert_eq!(density(&[0.0, 1.0, -2.0, 0.0]), 0.5);
+        assert_eq!(density(&[]), 0.0);
+    }
+}
