@@ -1,0 +1,566 @@
+//! The executor: an ONNX graph over candle tensors, weights as trainable
+//! [`Var`]s.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+use reinit_onnx::proto::{GraphProto, NodeProto, ValueInfoProto};
+use reinit_onnx::{Model, TensorOrigin};
+
+use crate::error::{ExecError, UnsupportedOp};
+use crate::ops::{self, CONTROL_FLOW, OpArgs, Registry};
+
+/// How stateful and stochastic ops behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Mode {
+    /// BatchNormalization uses batch statistics and updates its running
+    /// statistics; Dropout is active.
+    Train,
+    /// BatchNormalization uses its running statistics; Dropout is off.
+    Eval,
+    /// As the network is seen during training, without side effects:
+    /// BatchNormalization uses batch statistics but updates nothing; Dropout is
+    /// off. Used by the probes, and for graphs exported with
+    /// `training_mode=1` (which onnxruntime runs with batch statistics).
+    Probe,
+}
+
+/// One graph input as the model declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub name: String,
+    /// `None` for a symbolic or unknown dimension.
+    pub dims: Vec<Option<usize>>,
+    pub dtype: reinit_onnx::DType,
+}
+
+/// A float tensor of the model held as a candle [`Var`].
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub var: Var,
+    /// False for buffers (BatchNormalization running mean/variance), which only
+    /// change through the running-statistics update in [`Mode::Train`].
+    pub trainable: bool,
+}
+
+/// A weighted layer: a Conv/ConvTranspose/Gemm/MatMul node whose weight is a
+/// parameter (directly or through Transpose/Cast/Identity). Its output is the
+/// probe point for signal propagation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Layer {
+    /// The node name (or its first output when the node is unnamed).
+    pub name: String,
+    pub op: String,
+    pub weight: String,
+    pub output: String,
+}
+
+/// Values of one forward pass: the graph outputs, in graph order, and the
+/// intermediate values asked for.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub outputs: Vec<(String, Tensor)>,
+    pub probes: HashMap<String, Tensor>,
+}
+
+impl Outputs {
+    /// The first graph output.
+    pub fn first(&self) -> &Tensor {
+        &self.outputs[0].1
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .or_else(|| self.probes.get(name))
+    }
+}
+
+pub struct Executor {
+    device: Device,
+    dtype: DType,
+    opset: i64,
+    graph: GraphProto,
+    registry: Registry,
+    params: Vec<Param>,
+    param_index: HashMap<String, usize>,
+    constants: HashMap<String, Tensor>,
+    inputs: Vec<InputSpec>,
+    outputs: Vec<String>,
+    layers: Vec<Layer>,
+    rng: RefCell<ChaCha8Rng>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("device", &self.device)
+            .field("dtype", &self.dtype)
+            .field("params", &self.params.len())
+            .field("nodes", &self.graph.node.len())
+            .finish()
+    }
+}
+
+fn node_name(node: &NodeProto) -> String {
+    match node.name.as_deref() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => node.output.first().cloned().unwrap_or_default(),
+    }
+}
+
+fn op_type(node: &NodeProto) -> &str {
+    node.op_type.as_deref().unwrap_or("")
+}
+
+fn is_default_domain(node: &NodeProto) -> bool {
+    matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx"))
+}
+
+fn input_spec(v: &ValueInfoProto) -> InputSpec {
+    use reinit_onnx::proto::tensor_shape_proto::dimension::Value as Dim;
+    use reinit_onnx::proto::type_proto::Value as Ty;
+    let mut dims = Vec::new();
+    let mut dtype = reinit_onnx::DType::F32;
+    if let Some(Ty::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        dtype = reinit_onnx::DType::from_onnx(t.elem_type.unwrap_or(1));
+        if let Some(shape) = &t.shape {
+            dims = shape
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Dim::DimValue(v)) if v > 0 => Some(v as usize),
+                    _ => None,
+                })
+                .collect();
+        }
+    }
+    InputSpec {
+        name: v.name.clone().unwrap_or_default(),
+        dims,
+        dtype,
+    }
+}
+
+/// Every op type used by `graph` and its subgraphs, with the nodes using it.
+fn collect_ops(graph: &GraphProto, out: &mut BTreeMap<(String, String), Vec<String>>) {
+    for node in &graph.node {
+        let domain = if is_default_domain(node) {
+            String::new()
+        } else {
+            node.domain.clone().unwrap_or_default()
+        };
+        out.entry((domain, op_type(node).to_string()))
+            .or_default()
+            .push(node_name(node));
+        for attr in &node.attribute {
+            if let Some(g) = &attr.g {
+                collect_ops(g, out);
+            }
+            for g in &attr.graphs {
+                collect_ops(g, out);
+            }
+        }
+    }
+}
+
+impl Executor {
+    /// Prepares `model` for execution in f32 on `device`.
+    pub fn new(model: &Model, device: &Device) -> Result<Executor, ExecError> {
+        Executor::with_dtype(model, device, DType::F32)
+    }
+
+    /// Prepares `model` with floating values in `dtype` (f32, or f64 for
+    /// gradient checks). Fails with [`ExecError::Unsupported`] listing every
+    /// unsupported op at once.
+    pub fn with_dtype(model: &Model, device: &Device, dtype: DType) -> Result<Executor, ExecError> {
+        let proto = model.proto();
+        let graph = proto
+            .graph
+            .clone()
+            .ok_or_else(|| ExecError::Invalid("the model has no graph".into()))?;
+        let opset = proto
+            .opset_import
+            .iter()
+            .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+            .and_then(|o| o.version)
+            .unwrap_or(1);
+        let registry = ops::registry();
+
+        let mut used = BTreeMap::new();
+        collect_ops(&graph, &mut used);
+        let unsupported: Vec<UnsupportedOp> = used
+            .into_iter()
+            .filter(|((domain, op), _)| {
+                !domain.is_empty()
+                    || !(registry.contains_key(op.as_str()) || CONTROL_FLOW.contains(&op.as_str()))
+            })
+            .map(|((domain, op_type), nodes)| UnsupportedOp {
+                op_type,
+                domain,
+                nodes,
+            })
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(ExecError::Unsupported(unsupported));
+        }
+
+        // BatchNormalization running statistics are buffers, not weights.
+        let mut buffers = HashSet::new();
+        visit_nodes(&graph, &mut |node| {
+            if op_type(node) == "BatchNormalization" {
+                for i in [3, 4] {
+                    if let Some(n) = node.input.get(i) {
+                        buffers.insert(n.clone());
+                    }
+                }
+            }
+        });
+
+        let mut params = Vec::new();
+        let mut param_index = HashMap::new();
+        let mut constants = HashMap::new();
+        for id in model.ids() {
+            let entry = model.tensor(id);
+            let from_constant_node = matches!(
+                &entry.origin,
+                TensorOrigin::NodeAttribute { op_type, attr, .. } if op_type == "Constant" && attr == "value"
+            );
+            let is_init = matches!(entry.origin, TensorOrigin::Initializer { .. });
+            if !is_init && !from_constant_node {
+                continue;
+            }
+            let dims = entry.dims.clone();
+            if entry.dtype.is_float() {
+                let values = model.read_f64(id)?;
+                let t = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?
+                    .to_dtype(dtype)?
+                    .to_device(device)?;
+                // A Constant node's float tensor is a weight when it is a
+                // matrix or larger (the hand-built models keep weights there);
+                // scalars and vectors stay constants (scales, epsilons).
+                if is_init || dims.len() >= 2 {
+                    let trainable = !buffers.contains(&entry.name);
+                    param_index.insert(entry.name.clone(), params.len());
+                    params.push(Param {
+                        name: entry.name.clone(),
+                        var: Var::from_tensor(&t)?,
+                        trainable,
+                    });
+                } else {
+                    constants.insert(entry.name.clone(), t);
+                }
+            } else {
+                let values = model.read_i64(id)?;
+                let t = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?;
+                let t = if entry.dtype == reinit_onnx::DType::Bool {
+                    t.ne(0i64)?
+                } else {
+                    t
+                };
+                constants.insert(entry.name.clone(), t);
+            }
+        }
+
+        let init_names: HashSet<&str> = graph
+            .initializer
+            .iter()
+            .filter_map(|t| t.name.as_deref())
+            .collect();
+        let inputs: Vec<InputSpec> = graph
+            .input
+            .iter()
+            .filter(|v| !init_names.contains(v.name.as_deref().unwrap_or("")))
+            .map(input_spec)
+            .collect();
+        let outputs = graph
+            .output
+            .iter()
+            .map(|v| v.name.clone().unwrap_or_default())
+            .collect();
+        let layers = find_layers(&graph, &param_index, &params);
+        Ok(Executor {
+            device: device.clone(),
+            dtype,
+            opset,
+            graph,
+            registry,
+            params,
+            param_index,
+            constants,
+            inputs,
+            outputs,
+            layers,
+            rng: RefCell::new(ChaCha8Rng::seed_from_u64(0)),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Graph inputs that are not initializers.
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    pub fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// All float tensors held as variables, weights and buffers.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    pub fn param(&self, name: &str) -> Option<&Param> {
+        self.param_index.get(name).map(|&i| &self.params[i])
+    }
+
+    /// The variables an optimizer updates.
+    pub fn trainable_vars(&self) -> Vec<Var> {
+        self.params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.var.clone())
+            .collect()
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Reseeds the RNG used by Dropout.
+    pub fn seed(&self, seed: u64) {
+        *self.rng.borrow_mut() = ChaCha8Rng::seed_from_u64(seed);
+    }
+
+    /// Runs the graph; see [`Executor::forward_probed`].
+    pub fn forward(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        mode: Mode,
+    ) -> Result<Outputs, ExecError> {
+        self.forward_probed(inputs, mode, &[])
+    }
+
+    /// Runs the graph on `inputs` (by graph input name) and returns the graph
+    /// outputs plus the values named in `probes` (any node output).
+    pub fn forward_probed(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        mode: Mode,
+        probes: &[String],
+    ) -> Result<Outputs, ExecError> {
+        let mut env: HashMap<String, Tensor> = self.constants.clone();
+        for p in &self.params {
+            env.insert(p.name.clone(), p.var.as_tensor().clone());
+        }
+        for spec in &self.inputs {
+            let t = inputs
+                .get(&spec.name)
+                .ok_or_else(|| ExecError::MissingInput(spec.name.clone()))?;
+            env.insert(spec.name.clone(), self.normalize_input(t)?);
+        }
+        self.run_graph(&self.graph.node, &mut env, mode)?;
+        let take = |name: &String| {
+            env.get(name)
+                .cloned()
+                .ok_or_else(|| ExecError::MissingValue(name.clone()))
+        };
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|n| Ok((n.clone(), take(n)?)))
+            .collect::<Result<Vec<_>, ExecError>>()?;
+        let probes = probes
+            .iter()
+            .map(|n| Ok((n.clone(), take(n)?)))
+            .collect::<Result<HashMap<_, _>, ExecError>>()?;
+        Ok(Outputs { outputs, probes })
+    }
+
+    /// Floats to the compute dtype on the device; integers to i64 on the CPU;
+    /// booleans (u8) stay u8 on the CPU.
+    fn normalize_input(&self, t: &Tensor) -> Result<Tensor, ExecError> {
+        Ok(if t.dtype().is_float() {
+            t.to_dtype(self.dtype)?.to_device(&self.device)?
+        } else if t.dtype() == DType::U8 {
+            t.to_device(&Device::Cpu)?
+        } else {
+            t.to_device(&Device::Cpu)?.to_dtype(DType::I64)?
+        })
+    }
+
+    fn run_graph(
+        &self,
+        nodes: &[NodeProto],
+        env: &mut HashMap<String, Tensor>,
+        mode: Mode,
+    ) -> Result<(), ExecError> {
+        for node in nodes {
+            let op = op_type(node);
+            if op == "Constant" && node.output.iter().all(|o| env.contains_key(o)) {
+                continue;
+            }
+            let node_err = |message: String| ExecError::Node {
+                node: node_name(node),
+                op: op.to_string(),
+                message,
+            };
+            if op == "If" {
+                self.run_if(node, env, mode).map_err(|e| match e {
+                    e @ ExecError::Node { .. } => e,
+                    other => node_err(other.to_string()),
+                })?;
+                continue;
+            }
+            let f = self
+                .registry
+                .get(op)
+                .ok_or_else(|| node_err("unsupported op".into()))?;
+            let inputs = node
+                .input
+                .iter()
+                .map(|n| {
+                    if n.is_empty() {
+                        Ok(None)
+                    } else {
+                        env.get(n)
+                            .cloned()
+                            .map(Some)
+                            .ok_or_else(|| node_err(format!("input `{n}` is not computed")))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let args = OpArgs {
+                node,
+                inputs,
+                mode,
+                opset: self.opset,
+                dtype: self.dtype,
+                device: &self.device,
+                rng: &self.rng,
+                state: RefCell::new(Vec::new()),
+            };
+            let outs = f(&args).map_err(|e| node_err(e.0))?;
+            if mode == Mode::Train {
+                for (i, value) in args.state.take() {
+                    let Some(name) = node.input.get(i) else {
+                        continue;
+                    };
+                    if let Some(p) = self.param(name).filter(|p| !p.trainable) {
+                        p.var.set(&value.detach())?;
+                    }
+                }
+            }
+            for (name, t) in node.output.iter().zip(outs) {
+                if !name.is_empty() {
+                    env.insert(name.clone(), t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_if(
+        &self,
+        node: &NodeProto,
+        env: &mut HashMap<String, Tensor>,
+        mode: Mode,
+    ) -> Result<(), ExecError> {
+        let cond_name = node.input.first().cloned().unwrap_or_default();
+        let cond = env
+            .get(&cond_name)
+            .ok_or_else(|| ExecError::MissingValue(cond_name.clone()))?;
+        let cond = ops::scalar_f64(cond).map_err(|e| ExecError::Invalid(e.0))? != 0.0;
+        let branch = if cond { "then_branch" } else { "else_branch" };
+        let graph = node
+            .attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some(branch))
+            .and_then(|a| a.g.as_ref())
+            .ok_or_else(|| ExecError::Invalid(format!("If without {branch}")))?;
+        let mut inner = env.clone();
+        self.run_graph(&graph.node, &mut inner, mode)?;
+        for (out, sub) in node.output.iter().zip(&graph.output) {
+            let sub = sub.name.clone().unwrap_or_default();
+            let t = inner
+                .get(&sub)
+                .cloned()
+                .ok_or_else(|| ExecError::MissingValue(sub.clone()))?;
+            env.insert(out.clone(), t);
+        }
+        Ok(())
+    }
+}
+
+fn visit_nodes(graph: &GraphProto, f: &mut dyn FnMut(&NodeProto)) {
+    for node in &graph.node {
+        f(node);
+        for attr in &node.attribute {
+            if let Some(g) = &attr.g {
+                visit_nodes(g, f);
+            }
+            for g in &attr.graphs {
+                visit_nodes(g, f);
+            }
+        }
+    }
+}
+
+/// Weighted layers in graph order (see [`Layer`]).
+fn find_layers(graph: &GraphProto, index: &HashMap<String, usize>, params: &[Param]) -> Vec<Layer> {
+    let mut producer: HashMap<&str, &NodeProto> = HashMap::new();
+    for node in &graph.node {
+        for o in &node.output {
+            producer.insert(o.as_str(), node);
+        }
+    }
+    // Follows pass-through producers back to a parameter.
+    let resolve = |start: &str| -> Option<String> {
+        let mut name = start.to_string();
+        for _ in 0..8 {
+            if let Some(&i) = index.get(&name) {
+                return params[i].trainable.then_some(name);
+            }
+            let node = producer.get(name.as_str())?;
+            if !matches!(op_type(node), "Transpose" | "Cast" | "Identity") {
+                return None;
+            }
+            name = node.input.first()?.clone();
+        }
+        None
+    };
+    let mut layers = Vec::new();
+    for node in &graph.node {
+        let op = op_type(node);
+        let slots: &[usize] = match op {
+            "Conv" | "ConvTranspose" | "Gemm" => &[1],
+            "MatMul" => &[1, 0],
+            _ => continue,
+        };
+        let weight = slots
+            .iter()
+            .find_map(|&s| node.input.get(s).and_then(|n| resolve(n)));
+        if let (Some(weight), Some(output)) = (weight, node.output.first()) {
+            layers.push(Layer {
+                name: node_name(node),
+                op: op.to_string(),
+                weight,
+                output: output.clone(),
+            });
+        }
+    }
+    layers
+}

@@ -1,0 +1,297 @@
+//! Elementwise arithmetic, comparisons, logic and Where, with numpy
+//! broadcasting. Integer operands stay i64 on the CPU.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{OpArgs, OpResult, Registry, broadcast_shape, int_vec, ints_tensor, is_float, unify};
+use crate::error::OpError;
+
+pub fn register(r: &mut Registry) {
+    r.insert("Add", add);
+    r.insert("Sub", sub);
+    r.insert("Mul", mul);
+    r.insert("Div", div);
+    r.insert("Pow", pow);
+    r.insert("Mod", modulo);
+    r.insert("Neg", neg);
+    r.insert("Abs", abs);
+    r.insert("Sqrt", sqrt);
+    r.insert("Exp", exp);
+    r.insert("Log", log);
+    r.insert("Reciprocal", reciprocal);
+    r.insert("Sin", sin);
+    r.insert("Cos", cos);
+    r.insert("Floor", floor);
+    r.insert("Ceil", ceil);
+    r.insert("Round", round);
+    r.insert("Sign", sign);
+    r.insert("Min", min);
+    r.insert("Max", max);
+    r.insert("Sum", sum);
+    r.insert("Mean", mean);
+    r.insert("Equal", equal);
+    r.insert("Less", less);
+    r.insert("LessOrEqual", less_or_equal);
+    r.insert("Greater", greater);
+    r.insert("GreaterOrEqual", greater_or_equal);
+    r.insert("Not", not);
+    r.insert("And", and);
+    r.insert("Or", or);
+    r.insert("Xor", xor);
+    r.insert("Where", where_op);
+}
+
+fn one(t: Tensor) -> OpResult {
+    Ok(vec![t])
+}
+
+fn operands(args: &OpArgs) -> Result<(Tensor, Tensor), OpError> {
+    unify(args, args.input(0)?, args.input(1)?)
+}
+
+fn add(args: &OpArgs) -> OpResult {
+    let (a, b) = operands(args)?;
+    one(a.broadcast_add(&b)?)
+}
+
+fn sub(args: &OpArgs) -> OpResult {
+    let (a, b) = operands(args)?;
+    one(a.broadcast_sub(&b)?)
+}
+
+fn mul(args: &OpArgs) -> OpResult {
+    let (a, b) = operands(args)?;
+    one(a.broadcast_mul(&b)?)
+}
+
+fn div(args: &OpArgs) -> OpResult {
+    let (a, b) = operands(args)?;
+    one(a.broadcast_div(&b)?)
+}
+
+/// Integer powers by repeated products (candle's powf is exp(e·ln x), NaN
+/// for negative bases), otherwise exp(y·ln x).
+fn pow(args: &OpArgs) -> OpResult {
+    let x = args.input(0)?;
+    let y = args.input(1)?;
+    if !is_float(x) {
+        let base = int_vec(x)?;
+        let e = int_vec(y)?;
+        let shape = broadcast_shape(x.dims(), y.dims())?;
+        let (b, e) = (ints_tensor(base, x.dims())?, ints_tensor(e, y.dims())?);
+        let b = int_vec(&b.broadcast_as(shape.as_slice())?)?;
+        let e = int_vec(&e.broadcast_as(shape.as_slice())?)?;
+        let v = b
+            .iter()
+            .zip(&e)
+            .map(|(&b, &e)| b.pow(e.max(0) as u32))
+            .collect();
+        return one(ints_tensor(v, &shape)?);
+    }
+    if y.elem_count() == 1 {
+        let e = super::scalar_f64(y)?;
+        let out = match e {
+            1.0 => x.clone(),
+            2.0 => x.sqr()?,
+            3.0 => (x.sqr()? * x)?,
+            0.5 => x.sqrt()?,
+            -1.0 => x.recip()?,
+            0.0 => x.ones_like()?,
+            e => x.powf(e)?,
+        };
+        let shape = broadcast_shape(x.dims(), y.dims())?;
+        return one(out.broadcast_as(shape.as_slice())?.contiguous()?);
+    }
+    let y = args.float(y)?;
+    one(x.log()?.broadcast_mul(&y)?.exp()?)
+}
+
+fn modulo(args: &OpArgs) -> OpResult {
+    let (a, b) = operands(args)?;
+    let fmod = args.attr_i("fmod", 0) != 0;
+    if is_float(&a) {
+        let q = a.broadcast_div(&b)?;
+        let q = if fmod {
+            // truncate toward zero
+            (q.sign()? * q.abs()?.floor()?)?
+        } else {
+            q.floor()?
+        };
+        return one(a.broadcast_sub(&q.detach().broadcast_mul(&b)?)?);
+    }
+    let shape = broadcast_shape(a.dims(), b.dims())?;
+    let av = int_vec(&a.broadcast_as(shape.as_slice())?)?;
+    let bv = int_vec(&b.broadcast_as(shape.as_slice())?)?;
+    let v = av
+        .iter()
+        .zip(&bv)
+        .map(|(&x, &y)| {
+            if y == 0 {
+                0
+            } else if fmod {
+                x % y
+            } else {
+                let r = x % y;
+                if r != 0 && ((r < 0) != (y < 0)) {
+                    r + y
+                } else {
+                    r
+                }
+            }
+        })
+        .collect();
+    one(ints_tensor(v, &shape)?)
+}
+
+fn neg(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.neg()?)
+}
+
+fn abs(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.abs()?)
+}
+
+fn sqrt(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.sqrt()?)
+}
+
+fn exp(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.exp()?)
+}
+
+fn log(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.log()?)
+}
+
+fn reciprocal(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.recip()?)
+}
+
+fn sin(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.sin()?)
+}
+
+fn cos(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.cos()?)
+}
+
+/// Piecewise-constant ops: no gradient (detached), like PyTorch's.
+fn floor(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.detach().floor()?)
+}
+
+fn ceil(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.detach().ceil()?)
+}
+
+fn round(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.detach().round()?)
+}
+
+fn sign(args: &OpArgs) -> OpResult {
+    one(args.input(0)?.detach().sign()?)
+}
+
+fn fold(
+    args: &OpArgs,
+    f: fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Tensor, OpError> {
+    let mut acc = args.input(0)?.clone();
+    for i in 1..args.inputs.len() {
+        let (a, b) = unify(args, &acc, args.input(i)?)?;
+        acc = f(&a, &b)?;
+    }
+    Ok(acc)
+}
+
+fn min(args: &OpArgs) -> OpResult {
+    one(fold(args, Tensor::broadcast_minimum)?)
+}
+
+fn max(args: &OpArgs) -> OpResult {
+    one(fold(args, Tensor::broadcast_maximum)?)
+}
+
+fn sum(args: &OpArgs) -> OpResult {
+    one(fold(args, Tensor::broadcast_add)?)
+}
+
+fn mean(args: &OpArgs) -> OpResult {
+    let n = args.inputs.len() as f64;
+    one(fold(args, Tensor::broadcast_add)?.affine(1.0 / n, 0.0)?)
+}
+
+/// Comparisons give u8 (0/1) on the CPU, like the rest of the boolean values.
+fn compare(args: &OpArgs, f: fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>) -> OpResult {
+    let (a, b) = operands(args)?;
+    let a = a.detach();
+    let b = b.detach();
+    one(f(&a, &b)?.to_device(&Device::Cpu)?)
+}
+
+fn equal(args: &OpArgs) -> OpResult {
+    compare(args, Tensor::broadcast_eq)
+}
+
+fn less(args: &OpArgs) -> OpResult {
+    compare(args, Tensor::broadcast_lt)
+}
+
+fn less_or_equal(args: &OpArgs) -> OpResult {
+    compare(args, Tensor::broadcast_le)
+}
+
+fn greater(args: &OpArgs) -> OpResult {
+    compare(args, Tensor::broadcast_gt)
+}
+
+fn greater_or_equal(args: &OpArgs) -> OpResult {
+    compare(args, Tensor::broadcast_ge)
+}
+
+fn as_bool(t: &Tensor) -> Result<Tensor, OpError> {
+    Ok(t.to_device(&Device::Cpu)?.to_dtype(DType::I64)?.ne(0i64)?)
+}
+
+fn not(args: &OpArgs) -> OpResult {
+    one(as_bool(args.input(0)?)?.eq(0u8)?)
+}
+
+fn logic(args: &OpArgs, f: fn(u8, u8) -> bool) -> OpResult {
+    let a = as_bool(args.input(0)?)?;
+    let b = as_bool(args.input(1)?)?;
+    let shape = broadcast_shape(a.dims(), b.dims())?;
+    let av = int_vec(&a.broadcast_as(shape.as_slice())?)?;
+    let bv = int_vec(&b.broadcast_as(shape.as_slice())?)?;
+    let v: Vec<u8> = av
+        .iter()
+        .zip(&bv)
+        .map(|(&x, &y)| u8::from(f(x as u8, y as u8)))
+        .collect();
+    one(Tensor::from_vec(v, shape.as_slice(), &Device::Cpu)?)
+}
+
+fn and(args: &OpArgs) -> OpResult {
+    logic(args, |a, b| a != 0 && b != 0)
+}
+
+fn or(args: &OpArgs) -> OpResult {
+    logic(args, |a, b| a != 0 || b != 0)
+}
+
+fn xor(args: &OpArgs) -> OpResult {
+    logic(args, |a, b| (a != 0) != (b != 0))
+}
+
+fn where_op(args: &OpArgs) -> OpResult {
+    let cond = as_bool(args.input(0)?)?;
+    let (x, y) = unify(args, args.input(1)?, args.input(2)?)?;
+    let shape = broadcast_shape(&broadcast_shape(cond.dims(), x.dims())?, y.dims())?;
+    let cond = cond
+        .to_device(x.device())?
+        .broadcast_as(shape.as_slice())?
+        .contiguous()?;
+    let x = x.broadcast_as(shape.as_slice())?;
+    let y = y.broadcast_as(shape.as_slice())?;
+    one(cond.where_cond(&x, &y)?)
+}
