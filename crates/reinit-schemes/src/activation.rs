@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(Activation::Linear.gain(), 1.0);
         assert_eq!(Activation::Sigmoid.gain(), 1.0);
         assert!((Activation::Tanh.gain() - 5.0 / 3.0).abs() < 1e-15);
-        assert!((Activation::Relu.gain() - 1.4142135623730951).abs() < 1e-15);
+        assert!((Activation::Relu.gain() - std::f64::consts::SQRT_2).abs() < 1e-15);
         // torch: calculate_gain('leaky_relu', 0.2) = sqrt(2 / 1.04)
         let g = Activation::LeakyRelu { alpha: 0.2 }.gain();
         assert!((g - (2.0f64 / 1.04).sqrt()).abs() < 1e-15);

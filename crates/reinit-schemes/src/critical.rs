@@ -245,7 +245,7 @@ pub(crate) fn critical_from_moments(
     mu1: f64,
     mu2: f64,
 ) -> Result<CriticalPoint, SchemeError> {
-    if !(mu1 > 0.0) {
+    if mu1.is_nan() || mu1 <= 0.0 {
         return Err(SchemeError::Infeasible {
             activation: name.to_string(),
             reason: format!("mu1({q_star}) = {mu1}: the activation has no slope there"),

@@ -22,7 +22,7 @@ fn on_pattern(i: usize, j: usize, n_out: usize, n_in: usize, rule: IdIndexRule) 
         IdIndexRule::ModIn => j == i % n_in,
         IdIndexRule::ModMin => {
             let m = n_out.min(n_in);
-            i.abs_diff(j) % m == 0
+            i.abs_diff(j).is_multiple_of(m)
         }
     }
 }

@@ -129,13 +129,13 @@ pub fn init_many<S: AsRef<str> + Sync>(
         .map(|((name, spec), s)| {
             let mut rng = Stream::new(seed, name.as_ref(), scheme.name());
             let mut r = init_layer(s, spec, &mut rng);
-            if let (Ok(init), Scheme::Eoi(p)) = (&mut r, s) {
-                if p.density != scheme_density(scheme) {
-                    init.notes.push(format!(
-                        "eoi: layer density {:.4} from the distribution",
-                        p.density.get()
-                    ));
-                }
+            if let (Ok(init), Scheme::Eoi(p)) = (&mut r, s)
+                && p.density != scheme_density(scheme)
+            {
+                init.notes.push(format!(
+                    "eoi: layer density {:.4} from the distribution",
+                    p.density.get()
+                ));
             }
             r
         })
@@ -331,6 +331,9 @@ fn critical(
     Ok((w, normal_bias(spec, sb2.sqrt(), rng)))
 }
 
+/// Weight, bias and mask of one EOI layer.
+type EoiLayer = (Vec<f64>, Option<Vec<f64>>, Option<Vec<bool>>);
+
 /// EOI for one layer at density `d` (§5.1, §5.3, §5.4).
 pub(crate) fn eoi_layer(
     p: &EoiParams,
@@ -338,7 +341,7 @@ pub(crate) fn eoi_layer(
     spec: &LayerSpec,
     rng: &mut Stream,
     notes: &mut Vec<String>,
-) -> Result<(Vec<f64>, Option<Vec<f64>>, Option<Vec<bool>>), SchemeError> {
+) -> Result<EoiLayer, SchemeError> {
     crate::eoi::check_density(d)?;
     // the reference draws biases before the weights
     let b = normal_bias(spec, p.sigma_b, rng);

@@ -128,13 +128,14 @@ pub(crate) fn relu_share(
                 }
             }
         }
-        if let Some(b) = bias.as_mut() {
-            if mirror_out && p.sigma_b > 0.0 {
-                for o in 0..h_out {
-                    let c = rng.normal() * p.sigma_b;
-                    b[g * n_out + o] = c;
-                    b[g * n_out + h_out + o] = -c;
-                }
+        if let Some(b) = bias.as_mut()
+            && mirror_out
+            && p.sigma_b > 0.0
+        {
+            for o in 0..h_out {
+                let c = rng.normal() * p.sigma_b;
+                b[g * n_out + o] = c;
+                b[g * n_out + h_out + o] = -c;
             }
         }
     }

@@ -18,9 +18,9 @@ fn orthogonal_rows_or_columns_for_linear_and_conv_per_group() {
         LayerSpec::linear(32, 32),
         LayerSpec::linear(20, 70),
         LayerSpec::linear(70, 20),
-        LayerSpec::conv(16, 8, &[3, 3], 1),  // 16 × 72: rows orthonormal
-        LayerSpec::conv(64, 4, &[3, 3], 1),  // 64 × 36: columns
-        LayerSpec::conv(24, 12, &[3], 3),    // per group 8 × 12
+        LayerSpec::conv(16, 8, &[3, 3], 1), // 16 × 72: rows orthonormal
+        LayerSpec::conv(64, 4, &[3, 3], 1), // 64 × 36: columns
+        LayerSpec::conv(24, 12, &[3], 3),   // per group 8 × 12
         LayerSpec::conv(12, 24, &[1, 1], 4), // per group 3 × 6
         LayerSpec::conv_transpose(6, 12, &[2, 2], 2),
     ];
@@ -39,7 +39,13 @@ fn orthogonal_rows_or_columns_for_linear_and_conv_per_group() {
                     let e = orthogonality_error(&block, rows, cols);
                     assert!(e < 1e-12, "{:?} group {g} gain {gain}: {e}", spec.shape());
                     // §0.3 oracle on the f32 cast
-                    let e32 = orthogonality_error_after_cast(&init.weight[g * rows * cols..(g + 1) * rows * cols], rows, cols, gain, CastFormat::F32);
+                    let e32 = orthogonality_error_after_cast(
+                        &init.weight[g * rows * cols..(g + 1) * rows * cols],
+                        rows,
+                        cols,
+                        gain,
+                        CastFormat::F32,
+                    );
                     assert!(e32 <= 1e-5, "f32 {e32}");
                 }
                 assert_eq!(init.bias, Some(vec![0.0; spec.bias_len()]));
@@ -51,12 +57,22 @@ fn orthogonal_rows_or_columns_for_linear_and_conv_per_group() {
 #[test]
 fn gain_follows_activation_by_default() {
     let spec = LayerSpec::linear(10, 10).with_activation(Activation::Tanh);
-    let init = init_layer(&"orthogonal".parse().unwrap(), &spec, &mut Stream::new(0, "w", "orthogonal")).unwrap();
+    let init = init_layer(
+        &"orthogonal".parse().unwrap(),
+        &spec,
+        &mut Stream::new(0, "w", "orthogonal"),
+    )
+    .unwrap();
     // rows have norm 5/3
     let n = norm2(&init.weight[0..10]);
     assert!((n - 5.0 / 3.0).abs() < 1e-12);
     let spec = spec.with_activation(Activation::Gelu);
-    let init = init_layer(&"orthogonal".parse().unwrap(), &spec, &mut Stream::new(0, "w", "orthogonal")).unwrap();
+    let init = init_layer(
+        &"orthogonal".parse().unwrap(),
+        &spec,
+        &mut Stream::new(0, "w", "orthogonal"),
+    )
+    .unwrap();
     assert!(init.notes.iter().any(|n| n.contains("gelu")));
 }
 
@@ -68,12 +84,17 @@ fn deep_linear_network_has_singular_values_gain_pow_l() {
         let mut j = faer::Mat::<f64>::identity(n, n);
         for l in 0..depth {
             let mut s = Stream::new(3, &format!("l{l}"), "orthogonal");
-            let w = init_layer(&orth(gain), &LayerSpec::linear(n, n), &mut s).unwrap().weight;
+            let w = init_layer(&orth(gain), &LayerSpec::linear(n, n), &mut s)
+                .unwrap()
+                .weight;
             j = mat(&w, n, n) * &j;
         }
         let target = gain.powi(depth);
         for sv in singular_values(&j) {
-            assert!((sv / target - 1.0).abs() < 1e-5, "gain {gain}: {sv} vs {target}");
+            assert!(
+                (sv / target - 1.0).abs() < 1e-5,
+                "gain {gain}: {sv} vs {target}"
+            );
         }
     }
 }
@@ -89,7 +110,12 @@ fn delta_orthogonal_structure_and_isometry_for_any_padding() {
     });
     let (h, w) = (7, 6);
     for (c_in, c_out, k, groups) in [(4, 4, 3, 1), (3, 8, 3, 1), (4, 8, 5, 2), (6, 6, 4, 1)] {
-        for (pb, pe) in [((k - 1) / 2, k / 2), (k / 2, (k - 1) / 2), (k - 1, 0), (0, k - 1)] {
+        for (pb, pe) in [
+            ((k - 1) / 2, k / 2),
+            (k / 2, (k - 1) / 2),
+            (k - 1, 0),
+            (0, k - 1),
+        ] {
             let mut spec = LayerSpec::conv(c_out, c_in, &[k, k], groups);
             spec.delta_tap = Some(vec![pb, pb]);
             let mut s = Stream::new(pb as u64, "conv", "delta-orthogonal");
@@ -108,10 +134,23 @@ fn delta_orthogonal_structure_and_isometry_for_any_padding() {
                 assert!(orthogonality_error(&hm, n_out, n_in) < 1e-12);
             }
             let x = input(c_in * h * w, 7);
-            let (y, ho, wo) = conv2d(&x, c_in, h, w, &init.weight, c_out, (k, k), groups, (pb, pe));
+            let (y, ho, wo) = conv2d(
+                &x,
+                c_in,
+                h,
+                w,
+                &init.weight,
+                c_out,
+                (k, k),
+                groups,
+                (pb, pe),
+            );
             assert_eq!((ho, wo), (h, w));
             let ratio = norm2(&y).powi(2) / norm2(&x).powi(2);
-            assert!((ratio / (sigma_w * sigma_w) - 1.0).abs() < 1e-5, "k {k} pad {pb},{pe}: {ratio}");
+            assert!(
+                (ratio / (sigma_w * sigma_w) - 1.0).abs() < 1e-5,
+                "k {k} pad {pb},{pe}: {ratio}"
+            );
         }
     }
 }
@@ -120,7 +159,12 @@ fn delta_orthogonal_structure_and_isometry_for_any_padding() {
 fn delta_orthogonal_warns_when_contracting_and_falls_back_without_tap() {
     let mut spec = LayerSpec::conv(4, 8, &[3, 3], 1);
     spec.delta_tap = None;
-    let init = init_layer(&"delta-orthogonal".parse().unwrap(), &spec, &mut Stream::new(0, "w", "d")).unwrap();
+    let init = init_layer(
+        &"delta-orthogonal".parse().unwrap(),
+        &spec,
+        &mut Stream::new(0, "w", "d"),
+    )
+    .unwrap();
     assert!(init.notes.iter().any(|n| n.contains("row-orthogonal")));
     assert!(init.notes.iter().any(|n| n.contains("centre tap")));
 }

@@ -14,7 +14,9 @@ pub fn singular_values(m: &Mat<f64>) -> Vec<f64> {
 }
 
 pub fn matvec(w: &[f64], r: usize, c: usize, x: &[f64]) -> Vec<f64> {
-    (0..r).map(|i| (0..c).map(|j| w[i * c + j] * x[j]).sum()).collect()
+    (0..r)
+        .map(|i| (0..c).map(|j| w[i * c + j] * x[j]).sum())
+        .collect()
 }
 
 pub fn norm2(x: &[f64]) -> f64 {
