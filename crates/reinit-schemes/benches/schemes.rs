@@ -1,1 +1,52 @@
-fn main() {}
+//! Criterion benches: orthogonal (Haar via faer QR), EOI (Givens to density 0.1) and He
+//! normal on 25 M values. Compare with `python3 benches/schemes_numpy.py` (same sizes).
+//! `REINIT_BENCH_4096=1` adds the slow n = 4096 orthogonal case.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use reinit_schemes::{LayerSpec, Scheme, Stream, haar_orthogonal, init_layer, sparse_orthogonal};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn orthogonal(c: &mut Criterion) {
+    let mut g = c.benchmark_group("orthogonal");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    let mut sizes = vec![256, 1024, 2048];
+    if std::env::var_os("REINIT_BENCH_4096").is_some() {
+        sizes.push(4096);
+    }
+    for n in sizes {
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let mut s = Stream::new(0, "bench", "orthogonal");
+            b.iter(|| black_box(haar_orthogonal(n, n, 1.0, &mut s)))
+        });
+    }
+    g.finish();
+}
+
+fn eoi(c: &mut Criterion) {
+    let mut g = c.benchmark_group("eoi_d0.1");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    for n in [1024, 4096] {
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let mut s = Stream::new(0, "bench", "eoi");
+            b.iter(|| black_box(sparse_orthogonal(n, n, 0.1, &mut s)))
+        });
+    }
+    g.finish();
+}
+
+fn he(c: &mut Criterion) {
+    let mut g = c.benchmark_group("he_normal");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    // 25 M values: a 5000 × 5000 linear layer
+    let spec = LayerSpec::linear(5000, 5000).with_bias(false);
+    let scheme: Scheme = "he".parse().expect("known scheme");
+    g.bench_function("25M", |b| {
+        let mut s = Stream::new(0, "bench", "he");
+        b.iter(|| black_box(init_layer(&scheme, &spec, &mut s).expect("valid layer")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, orthogonal, eoi, he);
+criterion_main!(benches);
