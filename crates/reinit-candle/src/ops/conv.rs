@@ -127,22 +127,49 @@ pub fn conv2d(
     if dil[0] != dil[1] {
         return Err(OpError(format!("dilations {dilations:?} differ per axis")));
     }
+    // candle's conv2d backward assumes the strided windows cover the padded
+    // input exactly (it returns a shorter input gradient otherwise), so rows
+    // and columns no window reaches are cropped first.
+    let spans = [dil[0] * (kh - 1) + 1, dil[0] * (kw - 1) + 1];
+    let padded = [
+        x.dim(2)? + pads[0].0 + pads[0].1,
+        x.dim(3)? + pads[1].0 + pads[1].1,
+    ];
+    for a in 0..2 {
+        if padded[a] < spans[a] {
+            return Err(OpError(format!(
+                "kernel span {} exceeds padded input {}",
+                spans[a], padded[a]
+            )));
+        }
+    }
+    let st = strides;
+    let leftover = [
+        (padded[0] - spans[0]) % st[0],
+        (padded[1] - spans[1]) % st[1],
+    ];
     let symmetric = pads.iter().all(|&(b, e)| b == e) && pads[0].0 == pads[1].0;
-    let (x, padding) = if symmetric {
+    let (x, padding) = if symmetric && leftover == [0, 0] && st[0] == st[1] {
         (x.clone(), pads[0].0)
     } else {
-        let x = x.pad_with_zeros(2, pads[0].0, pads[0].1)?;
-        (x.pad_with_zeros(3, pads[1].0, pads[1].1)?, 0)
+        let mut x = x.pad_with_zeros(2, pads[0].0, pads[0].1)?;
+        x = x.pad_with_zeros(3, pads[1].0, pads[1].1)?;
+        if leftover[0] > 0 {
+            x = x.narrow(2, 0, padded[0] - leftover[0])?;
+        }
+        if leftover[1] > 0 {
+            x = x.narrow(3, 0, padded[1] - leftover[1])?;
+        }
+        (x, 0)
     };
-    let out_len =
-        |len: usize, k: usize, s: usize| (len + 2 * padding - (dil[0] * (k - 1) + 1)) / s + 1;
+    let out_len = |len: usize, span: usize, s: usize| (len + 2 * padding - span) / s + 1;
     let (h, wd) = (x.dim(2)?, x.dim(3)?);
     // An axis with a single output position ignores its stride.
-    let mut st = strides;
-    if out_len(h, kh, 1) == 1 {
+    let mut st = st;
+    if out_len(h, spans[0], 1) == 1 {
         st[0] = st[1];
     }
-    if out_len(wd, kw, 1) == 1 {
+    if out_len(wd, spans[1], 1) == 1 {
         st[1] = st[0];
     }
     if st[0] == st[1] {
@@ -150,8 +177,8 @@ pub fn conv2d(
     }
     // Unequal strides: stride 1, then keep every s-th row/column.
     let y = x.conv2d(w, padding, 1, dil[0], groups)?;
-    let y = subsample(&y, 2, st[0], out_len(h, kh, st[0]))?;
-    subsample(&y, 3, st[1], out_len(wd, kw, st[1]))
+    let y = subsample(&y, 2, st[0], out_len(h, spans[0], st[0]))?;
+    subsample(&y, 3, st[1], out_len(wd, spans[1], st[1]))
 }
 
 /// 3-D convolution as a sum over depth taps of 2-D convolutions.

@@ -66,7 +66,10 @@ impl Window {
                 .collect(),
             "VALID" => vec![(0, 0); n],
             _ => {
-                let p = get("pads", 0);
+                let p = args
+                    .attr_ints("pads")
+                    .map(|v| v.into_iter().map(|x| x.max(0) as usize).collect())
+                    .unwrap_or_else(|| vec![0; 2 * n]);
                 if p.len() != 2 * n {
                     return Err(OpError(format!("pads {p:?} for {n} spatial axes")));
                 }
