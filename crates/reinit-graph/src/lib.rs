@@ -19,6 +19,7 @@
 //! ```
 
 mod analyze;
+mod graph;
 mod layout;
 mod report;
 mod types;
