@@ -1,0 +1,46 @@
+//! `--scheme auto`: a scheme per layer, chosen by its role, with the reason.
+
+use reinit_graph::{Activation, Analysis, Role};
+
+/// The scheme name for layer `index` and why.
+pub fn choose(analysis: &Analysis, index: usize) -> (&'static str, String) {
+    let layer = &analysis.layers[index];
+    if let Some(r) = layer.residual
+        && r.role != Role::Shortcut
+    {
+        return (
+            "idinit",
+            format!(
+                "in the branch of residual block {}: IDInit starts the block as an identity",
+                r.block
+            ),
+        );
+    }
+    if matches!(layer.activation, Activation::Relu)
+        && crate::spec::chain_position(analysis, index).is_some()
+    {
+        return (
+            "relu-share",
+            "plain ReLU chain: mirrored parameter sharing gives dynamical isometry".into(),
+        );
+    }
+    if matches!(layer.activation, Activation::Tanh | Activation::HardTanh) {
+        return (
+            "critical",
+            format!(
+                "{} follows: orthogonal weights at the critical point",
+                layer.activation.name()
+            ),
+        );
+    }
+    if layer.delta_tap.is_some() && layer.kernel.iter().product::<usize>() > 1 {
+        return (
+            "delta-orthogonal",
+            "convolution with an identity tap: delta-orthogonal".into(),
+        );
+    }
+    (
+        "orthogonal",
+        "no residual, ReLU-chain or tanh role: orthogonal".into(),
+    )
+}

@@ -1,0 +1,140 @@
+//! Command-line arguments (clap derive). `reinit MODEL --scheme X` is the
+//! short form of `reinit apply MODEL --scheme X`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use reinit::SchemeParams;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "reinit",
+    version,
+    about = "Re-initialize the weights of ONNX models with schemes from recent research",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  reinit model.onnx --scheme eoi --density 0.1\n  reinit inspect model.onnx\n  reinit verify model.onnx --schemes he,orthogonal,idinit\n  reinit schemes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub apply: ApplyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rewrite the weights of MODEL (a file, or a directory of .onnx files).
+    Apply(ApplyArgs),
+    /// Show the layers, activations and residual blocks reinit finds.
+    Inspect(InspectArgs),
+    /// List the schemes, their parameters and papers.
+    Schemes(SchemesArgs),
+    /// Train MODEL briefly with several schemes side by side and report trainability.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The model file, or a directory whose .onnx files are rewritten together.
+    #[arg(required = true)]
+    pub model: Option<PathBuf>,
+    /// Scheme name (`reinit schemes` lists them), or `auto` to choose per layer.
+    #[arg(long, short = 's', required = true)]
+    pub scheme: Option<String>,
+    /// Output file (directory for a directory input). Default: <stem>.<scheme>.onnx beside the input.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    /// Rewrite the input file itself.
+    #[arg(long, conflicts_with = "output")]
+    pub in_place: bool,
+    /// Random seed; one seed gives byte-identical output. Default: drawn at random, printed and recorded.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub params: SchemeParams,
+    /// Only touch weights whose tensor or node name matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub only: Option<String>,
+    /// Leave weights whose tensor or node name matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Option<String>,
+    /// TOML rules: name pattern → scheme and parameters, for per-layer control.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// For layers the scheme does not cover: `keep` them, or use another scheme.
+    #[arg(long, default_value = "keep", value_name = "keep|SCHEME")]
+    pub fallback: String,
+    /// Set γ = 0 on norm layers that end a residual branch (zero-init-last).
+    #[arg(long)]
+    pub zero_init_last_gamma: bool,
+    /// Print the plan and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON report on stdout (logs stay on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Write the EOI sparsity masks as safetensors, keyed by initializer name.
+    #[arg(long, value_name = "FILE")]
+    pub mask_out: Option<PathBuf>,
+    /// Print nothing on stderr but errors.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    pub model: PathBuf,
+    /// One JSON document on stdout (schema in README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemesArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub model: PathBuf,
+    /// Comma-separated schemes to compare; without it the stored weights are verified.
+    #[arg(long, value_delimiter = ',')]
+    pub schemes: Vec<String>,
+    #[command(flatten)]
+    pub params: SchemeParams,
+    /// Training steps per scheme.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Optimizer: sgd | adamw.
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Seed for the schemes, the data and its order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, or cuda (needs the `cuda` build feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Fix a dynamic input dimension: NAME=1x3x32x32 (repeatable).
+    #[arg(long, value_name = "NAME=DIMS")]
+    pub input_shape: Vec<String>,
+    /// One JSON document on stdout (schema in README).
+    #[arg(long)]
+    pub json: bool,
+    /// Write SVG plots (loss curves, signal propagation, singular values) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}

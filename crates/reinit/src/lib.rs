@@ -1,0 +1,116 @@
+//! # reinit — re-initialize the weights of ONNX models
+//!
+//! The facade over the workspace: [`plan`] decides which weights a scheme
+//! touches and why, [`apply`] fills them (deterministically from a seed, in
+//! parallel), and [`write`] saves the result, changing nothing else in the file.
+//! The `reinit` binary is a thin clap layer over these functions.
+//!
+//! ```
+//! use reinit::{PlanOptions, plan, apply};
+//! use reinit_onnx::{Model, SaveOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/mlp_tanh.onnx"))?;
+//! let options = PlanOptions { scheme: "orthogonal".into(), ..Default::default() };
+//! let plan = plan(&model, &options)?;
+//! let applied = apply(&model, &plan, 42)?;
+//! assert!(applied.report.weights.iter().all(|w| w.scheme == "orthogonal"));
+//! let out = dir.path().join("mlp_tanh.orthogonal.onnx");
+//! reinit::write(&model, &applied, &out, &SaveOptions::default())?;
+//! assert!(Model::load(&out)?.metadata("reinit.seed") == Some("42"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod apply;
+mod auto;
+pub mod error;
+mod params;
+mod plan;
+mod report;
+mod rules;
+mod spec;
+
+pub use apply::{Applied, Mask, apply, apply_with_progress};
+pub use error::Error;
+pub use params::SchemeParams;
+pub use plan::{Kept, Plan, PlanOptions, PlannedWeight, plan, plan_with};
+pub use report::{Report, Stats, WeightReport};
+pub use rules::{Rule, load_rules, parse_rules};
+
+use std::path::Path;
+
+use reinit_onnx::{Model, SaveOptions, SaveReport};
+
+/// Saves `model` with `applied`'s edits, recording the run in `metadata_props`
+/// (`reinit.version`, `reinit.scheme`, `reinit.seed`, `reinit.options`).
+pub fn write(
+    model: &Model,
+    applied: &Applied,
+    path: &Path,
+    options: &SaveOptions,
+) -> Result<SaveReport, Error> {
+    let edits = with_metadata(applied);
+    model.save(path, &edits, options).map_err(Error::Save)
+}
+
+/// The edits plus the run's metadata entries.
+pub fn with_metadata(applied: &Applied) -> reinit_onnx::Edits {
+    let mut edits = applied.edits.clone();
+    let report = &applied.report;
+    edits.set_metadata("reinit.version", env!("CARGO_PKG_VERSION"));
+    edits.set_metadata("reinit.scheme", report.scheme.clone());
+    edits.set_metadata("reinit.seed", report.seed.to_string());
+    let options: std::collections::BTreeMap<&str, &str> = report
+        .weights
+        .iter()
+        .map(|w| (w.scheme.as_str(), w.params.as_str()))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    edits.set_metadata(
+        "reinit.options",
+        serde_json::to_string(&options).unwrap_or_default(),
+    );
+    edits
+}
+
+/// Writes EOI masks as safetensors (u8, 1 = trainable), keyed by initializer name.
+pub fn write_masks(masks: &[Mask], path: &Path) -> Result<(), Error> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = masks
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.shape.clone(),
+                m.values.iter().map(|&v| v as u8).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::U8, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Unsupported(format!("mask '{name}': {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let serialized = safetensors::serialize(views, None)
+        .map_err(|e| Error::Unsupported(format!("masks: {e}")))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    std::io::Write::write_all(&mut temp, &serialized).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    temp.persist(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Planning: which weights a run touches, with which scheme and why. A plan is
+//! decided from the model's structure alone; applying it is a pure function of
+//! (model, plan, seed).
+
+use regex::Regex;
+use reinit_graph::Analysis;
+use reinit_onnx::{Model, TensorId};
+use reinit_schemes::{Density, DensityDistribution, LayerSpec, NormOptions, Scheme};
+
+use crate::error::Error;
+use crate::params::SchemeParams;
+use crate::rules::Rule;
+use crate::spec;
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// A scheme name, or `auto`.
+    pub scheme: String,
+    pub params: SchemeParams,
+    pub rules: Vec<Rule>,
+    pub only: Option<Regex>,
+    pub exclude: Option<Regex>,
+    /// Scheme for layers the chosen scheme does not cover; `None` keeps them.
+    pub fallback: Option<String>,
+    pub norms: NormOptions,
+}
+
+/// One weight the plan rewrites.
+#[derive(Debug, Clone)]
+pub struct PlannedWeight {
+    pub tensor: TensorId,
+    pub name: String,
+    pub node: String,
+    /// Index into [`Analysis::layers`] (the weight's first use).
+    pub layer: usize,
+    pub role: String,
+    pub scheme: Scheme,
+    /// Scheme used when `scheme` turns out not to cover this layer.
+    pub fallback: Option<Scheme>,
+    pub spec: LayerSpec,
+    pub reason: String,
+}
+
+/// A norm layer whose affine parameters the plan resets.
+#[derive(Debug, Clone)]
+pub struct PlannedNorm {
+    pub node: String,
+    pub scale: TensorId,
+    pub bias: Option<TensorId>,
+    pub after_branch_last: bool,
+    pub scheme: Scheme,
+}
+
+/// A weight left as it is, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Kept {
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub analysis: Analysis,
+    pub weights: Vec<PlannedWeight>,
+    pub norms: Vec<PlannedNorm>,
+    pub kept: Vec<Kept>,
+    pub warnings: Vec<String>,
+    pub options: PlanOptions,
+}
+
+/// Analyzes `model` and decides a scheme for every weight layer.
+pub fn plan(model: &Model, options: &PlanOptions) -> Result<Plan, Error> {
+    let analysis = reinit_graph::analyze(model);
+    plan_with(model, analysis, options)
+}
+
+pub fn plan_with(model: &Model, analysis: Analysis, options: &PlanOptions) -> Result<Plan, Error> {
+    let auto = options.scheme == "auto";
+    let main = (!auto)
+        .then(|| options.params.scheme(&options.scheme, true))
+        .transpose()?;
+    let fallback = options
+        .fallback
+        .as_deref()
+        .map(|name| options.params.scheme(name, false))
+        .transpose()?;
+    let mut weights: Vec<PlannedWeight> = Vec::new();
+    let mut kept = Vec::new();
+    let mut warnings = analysis.warnings.clone();
+    for (index, layer) in analysis.layers.iter().enumerate() {
+        if weights.iter().any(|w| w.tensor == layer.weight)
+            || kept.iter().any(|k: &Kept| k.name == layer.weight_name)
+        {
+            continue; // a shared weight is planned once, from its first use
+        }
+        let name = &layer.weight_name;
+        let filtered = |re: &Regex| re.is_match(name) || re.is_match(&layer.node);
+        if options.only.as_ref().is_some_and(|re| !filtered(re)) {
+            kept.push(Kept {
+                name: name.clone(),
+                reason: "not matched by --only".into(),
+            });
+            continue;
+        }
+        if options.exclude.as_ref().is_some_and(filtered) {
+            kept.push(Kept {
+                name: name.clone(),
+                reason: "matched by --exclude".into(),
+            });
+            continue;
+        }
+        if !model.tensor(layer.weight).dtype.is_float() {
+            kept.push(Kept {
+                name: name.clone(),
+                reason: format!(
+                    "{} weights cannot be rewritten",
+                    model.tensor(layer.weight).dtype
+                ),
+            });
+            continue;
+        }
+        let (scheme, reason) = match options
+            .rules
+            .iter()
+            .position(|r| r.matches(name, &layer.node))
+        {
+            Some(i) => {
+                let rule = &options.rules[i];
+                if rule.scheme == "keep" {
+                    kept.push(Kept {
+                        name: name.clone(),
+                        reason: format!("rule {} says keep", i + 1),
+                    });
+                    continue;
+                }
+                let params = options.params.merged(&rule.params);
+                if rule.scheme == "auto" {
+                    let (chosen, why) = crate::auto::choose(&analysis, index);
+                    (
+                        params.scheme(chosen, false)?,
+                        format!("rule {}: auto: {why}", i + 1),
+                    )
+                } else {
+                    (
+                        params.scheme(&rule.scheme, false)?,
+                        format!("rule {} ({})", i + 1, rule.pattern),
+                    )
+                }
+            }
+            None => match &main {
+                Some(scheme) => (*scheme, "--scheme".to_string()),
+                None => {
+                    let (chosen, why) = crate::auto::choose(&analysis, index);
+                    (
+                        options.params.scheme(chosen, false)?,
+                        format!("auto: {why}"),
+                    )
+                }
+            },
+        };
+        let spec = spec::layer_spec(&analysis, index);
+        if matches!(scheme, Scheme::ReluShare(_)) && spec.chain.is_none() {
+            let why = match &analysis.chain {
+                Err(e) => e.clone(),
+                Ok(_) => "the layers between mirrored pairs are not elementwise".into(),
+            };
+            match fallback {
+                Some(fb) => {
+                    warnings.push(format!(
+                        "{name}: relu-share needs a plain ReLU chain ({why}); using fallback {}",
+                        fb.name()
+                    ));
+                    weights.push(planned(
+                        layer,
+                        index,
+                        fb,
+                        None,
+                        spec,
+                        format!("fallback: relu-share not applicable: {why}"),
+                    ));
+                }
+                None => kept.push(Kept {
+                    name: name.clone(),
+                    reason: format!("relu-share not applicable: {why} (--fallback keep)"),
+                }),
+            }
+            continue;
+        }
+        weights.push(planned(layer, index, scheme, fallback, spec, reason));
+    }
+    for skipped in &analysis.skipped {
+        kept.push(Kept {
+            name: skipped.name.clone(),
+            reason: skipped.reason.clone(),
+        });
+    }
+    for embedding in &analysis.embeddings {
+        if !weights.iter().any(|w| w.tensor == embedding.weight) {
+            kept.push(Kept {
+                name: embedding.weight_name.clone(),
+                reason: "embedding table (no scheme targets embeddings)".into(),
+            });
+        }
+    }
+    set_layer_densities(&mut weights)?;
+    let norms = plan_norms(&analysis, &weights, options);
+    Ok(Plan {
+        analysis,
+        weights,
+        norms,
+        kept,
+        warnings,
+        options: options.clone(),
+    })
+}
+
+fn planned(
+    layer: &reinit_graph::Layer,
+    index: usize,
+    scheme: Scheme,
+    fallback: Option<Scheme>,
+    spec: LayerSpec,
+    reason: String,
+) -> PlannedWeight {
+    PlannedWeight {
+        tensor: layer.weight,
+        name: layer.weight_name.clone(),
+        node: layer.node.clone(),
+        layer: index,
+        role: spec::role(layer),
+        scheme,
+        fallback,
+        spec,
+        reason,
+    }
+}
+
+/// EOI's per-layer densities depend on every EOI layer of the model (ERK):
+/// resolve them now so each layer can be filled on its own.
+fn set_layer_densities(weights: &mut [PlannedWeight]) -> Result<(), Error> {
+    let eoi: Vec<usize> = (0..weights.len())
+        .filter(|&i| matches!(&weights[i].scheme, Scheme::Eoi(p) if p.distribution != DensityDistribution::Uniform))
+        .collect();
+    let Some(&first) = eoi.first() else {
+        return Ok(());
+    };
+    let Scheme::Eoi(params) = weights[first].scheme else {
+        return Ok(());
+    };
+    let specs: Vec<LayerSpec> = eoi.iter().map(|&i| weights[i].spec.clone()).collect();
+    let densities = reinit_schemes::layer_densities(&specs, &params);
+    for (&i, d) in eoi.iter().zip(densities) {
+        if let Scheme::Eoi(p) = &mut weights[i].scheme {
+            p.density =
+                Density::new(d.clamp(1e-6, 1.0)).map_err(|e| Error::Usage(e.to_string()))?;
+            p.distribution = DensityDistribution::Uniform;
+            weights[i].reason.push_str(&format!(
+                " (layer density {d:.4} from {:?})",
+                params.distribution
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn plan_norms(
+    analysis: &Analysis,
+    weights: &[PlannedWeight],
+    options: &PlanOptions,
+) -> Vec<PlannedNorm> {
+    if !options.norms.zero_init_last_gamma {
+        return Vec::new();
+    }
+    let scheme = weights.first().map(|w| w.scheme);
+    analysis
+        .norms
+        .iter()
+        .filter_map(|n| {
+            Some(PlannedNorm {
+                node: n.node.clone(),
+                scale: n.scale?,
+                bias: n.bias,
+                after_branch_last: n.ends_residual_branch.is_some(),
+                scheme: scheme?,
+            })
+        })
+        .filter(|n| n.after_branch_last)
+        .collect()
+}

@@ -1,0 +1,125 @@
+//! The report of a run: one entry per weight with before/after statistics,
+//! what was kept and why. Serialized as the `--json` document.
+
+use serde::Serialize;
+
+use crate::plan::Kept;
+
+/// Mean, standard deviation and density (fraction of non-zeros) of a tensor.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Stats {
+    pub mean: f64,
+    pub std: f64,
+    pub density: f64,
+}
+
+impl Stats {
+    pub fn of(values: &[f64]) -> Stats {
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        let nonzero = values.iter().filter(|v| **v != 0.0).count() as f64;
+        Stats {
+            mean,
+            std: var.sqrt(),
+            density: nonzero / n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WeightReport {
+    pub name: String,
+    pub node: String,
+    /// `linear` | `conv` | `conv_transpose` | `norm_scale` | `bias`.
+    pub kind: String,
+    pub role: String,
+    pub shape: Vec<usize>,
+    pub dtype: String,
+    pub scheme: String,
+    /// The scheme's parameters as resolved (Rust debug form).
+    pub params: String,
+    pub reason: String,
+    pub notes: Vec<String>,
+    pub before: Stats,
+    pub after: Stats,
+    /// ‖MMᵀ − gain²I‖ of the canonical weight after rounding to its dtype, for
+    /// orthogonal-family schemes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orthogonality_error: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub tool_version: String,
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    pub seed: u64,
+    pub scheme: String,
+    pub dry_run: bool,
+    pub weights: Vec<WeightReport>,
+    pub kept: Vec<Kept>,
+    pub warnings: Vec<String>,
+    pub timings_ms: Timings,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub load: f64,
+    pub analyze_and_plan: f64,
+    pub init: f64,
+    pub write: f64,
+}
+
+impl Report {
+    /// A short human summary for stderr.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let changed = self.weights.iter().filter(|w| w.kind != "bias").count();
+        out.push_str(&format!(
+            "{}: {} weights {} with {} (seed {}), {} kept\n",
+            self.model,
+            changed,
+            if self.dry_run { "planned" } else { "rewritten" },
+            self.scheme,
+            self.seed,
+            self.kept.len()
+        ));
+        for k in &self.kept {
+            out.push_str(&format!("  kept {}: {}\n", k.name, k.reason));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
+        let t = &self.timings_ms;
+        out.push_str(&format!(
+            "  time: load {:.0} ms, plan {:.0} ms, init {:.0} ms, write {:.0} ms\n",
+            t.load, t.analyze_and_plan, t.init, t.write
+        ));
+        if let Some(output) = &self.output {
+            out.push_str(&format!("  wrote {output}\n"));
+        }
+        out
+    }
+
+    /// The plan as a table (for `--dry-run`).
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<44} {:<16} {:<18} {:<16} {}\n",
+            "weight", "role", "shape", "scheme", "reason"
+        );
+        for w in &self.weights {
+            out.push_str(&format!(
+                "{:<44} {:<16} {:<18} {:<16} {}\n",
+                w.name,
+                w.role,
+                format!("{:?}", w.shape),
+                w.scheme,
+                w.reason
+            ));
+        }
+        out
+    }
+}
