@@ -931,9 +931,13 @@ impl<'g, 'm> Context<'g, 'm> {
 
     fn detect_fused_bn(&mut self) {
         let mut renamed = 0;
+        let mut renamed_transposed = 0;
         for l in &mut self.analysis.layers {
             if l.weight_name.starts_with("onnx::") {
                 renamed += 1;
+                if l.layout.operand == OperandLayout::InOut {
+                    renamed_transposed += 1;
+                }
             }
             let bn_after = l.between.iter().any(|b| b == "BatchNormalization");
             let folded_name = l.weight_name.starts_with("onnx::Conv")
@@ -953,10 +957,16 @@ impl<'g, 'm> Context<'g, 'm> {
             );
         }
         if renamed > 0 {
-            self.analysis.warnings.push(format!(
-                "{renamed} weights have exporter-generated names (onnx::…, constant folding); \
-                 MatMul weights among them are stored transposed"
-            ));
+            let mut warning = format!(
+                "{renamed} weights have exporter-generated names (onnx::…, constant folding)"
+            );
+            if renamed_transposed > 0 {
+                warning.push_str(&format!(
+                    "; {renamed_transposed} of them are stored transposed (in × out) \
+                     relative to the PyTorch parameter"
+                ));
+            }
+            self.analysis.warnings.push(warning);
         }
     }
 

@@ -179,3 +179,191 @@ pub(crate) fn same_pads(k: usize, s: usize, d: usize, upper: bool) -> (usize, us
         (total - total / 2, total / 2)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Activation, AutoPad, LayerKind, WeightLayout};
+    use reinit_onnx::TensorId;
+
+    fn layer(
+        kind: LayerKind,
+        operand: OperandLayout,
+        stored: &[usize],
+        steps: Vec<Transform>,
+        groups: usize,
+        n_out: usize,
+        n_in: usize,
+        kernel: &[usize],
+    ) -> Layer {
+        let mut operand_shape = stored.to_vec();
+        for step in &steps {
+            operand_shape = match step {
+                Transform::Transpose(p) => p.iter().map(|&i| operand_shape[i]).collect(),
+                Transform::Reshape(to) => to.clone(),
+            };
+        }
+        Layer {
+            node: "n".into(),
+            op: "op".into(),
+            kind,
+            weight: TensorId(0),
+            weight_name: "w".into(),
+            bias: None,
+            bias_name: None,
+            stored_shape: stored.to_vec(),
+            layout: WeightLayout {
+                operand,
+                steps,
+                operand_shape,
+            },
+            via: Vec::new(),
+            groups,
+            n_out,
+            n_in,
+            kernel: kernel.to_vec(),
+            strides: vec![1; kernel.len()],
+            dilations: vec![1; kernel.len()],
+            pads: vec![(0, 0); kernel.len()],
+            auto_pad: AutoPad::NotSet,
+            delta_tap: None,
+            fan_in: 0,
+            fan_out: 0,
+            alpha: 1.0,
+            activation: Activation::None,
+            stops_at: None,
+            between: Vec::new(),
+            bn_folded: false,
+            residual: None,
+            topo_index: 0,
+        }
+    }
+
+    fn values(n: usize) -> Vec<f64> {
+        (0..n).map(|i| (i as f64) * 0.5 - 3.0).collect()
+    }
+
+    /// y = M x with M canonical `(n_out, n_in)` row-major.
+    fn apply(m: &[f64], n_out: usize, n_in: usize, x: &[f64]) -> Vec<f64> {
+        (0..n_out)
+            .map(|o| (0..n_in).map(|i| m[o * n_in + i] * x[i]).sum())
+            .collect()
+    }
+
+    fn all_layouts() -> Vec<Layer> {
+        use LayerKind::*;
+        use OperandLayout as L;
+        vec![
+            layer(Linear, L::OutIn, &[4, 3], vec![], 1, 4, 3, &[]),
+            layer(Linear, L::InOut, &[3, 4], vec![], 1, 4, 3, &[]),
+            // W stored (out, in) reaching MatMul(X, ·) through Transpose.
+            layer(Linear, L::InOut, &[4, 3], vec![Transform::Transpose(vec![1, 0])], 1, 4, 3, &[]),
+            // Flat storage reshaped to (in, out).
+            layer(Linear, L::InOut, &[12], vec![Transform::Reshape(vec![3, 4])], 1, 4, 3, &[]),
+            layer(Conv, L::Conv, &[6, 2, 3, 3], vec![], 3, 2, 2, &[3, 3]),
+            layer(Conv, L::Conv, &[4, 3, 5], vec![], 1, 4, 3, &[5]),
+            // ConvTranspose (C_in=6, C_out/g=2, k) with 3 groups: per group 2 in → 2 out.
+            layer(ConvTranspose, L::ConvTranspose, &[6, 2, 2, 2], vec![], 3, 2, 2, &[2, 2]),
+            layer(ConvTranspose, L::ConvTranspose, &[4, 3, 3], vec![], 1, 3, 4, &[3]),
+        ]
+    }
+
+    #[test]
+    fn round_trip_is_identity_for_every_layout() {
+        for l in all_layouts() {
+            let stored = values(l.numel());
+            let canonical = l.stored_to_canonical(&stored);
+            assert_eq!(canonical.len(), stored.len());
+            assert_eq!(l.canonical_to_stored(&canonical), stored, "{:?}", l.layout);
+            let canonical = values(l.numel());
+            assert_eq!(
+                l.stored_to_canonical(&l.canonical_to_stored(&canonical)),
+                canonical,
+                "{:?}",
+                l.layout
+            );
+            let shape = l.canonical_shape();
+            assert_eq!(shape.iter().product::<usize>(), l.numel());
+        }
+    }
+
+    #[test]
+    fn gemm_transb0_forward_equals_canonical_product() {
+        // Gemm(X, B) with transB=0: y = x · B, B stored (K=3, N=4).
+        let l = &all_layouts()[1];
+        let stored = values(12);
+        let x = [1.0, -2.0, 0.25];
+        let onnx: Vec<f64> = (0..4)
+            .map(|n| (0..3).map(|k| x[k] * stored[k * 4 + n]).sum())
+            .collect();
+        let m = l.stored_to_canonical(&stored);
+        assert_eq!(apply(&m, 4, 3, &x), onnx);
+    }
+
+    #[test]
+    fn transpose_fed_matmul_forward_equals_canonical_product() {
+        // W (4, 3) → Transpose → MatMul(X, Wᵀ): y = x · Wᵀ = W x.
+        let l = &all_layouts()[2];
+        let stored = values(12);
+        let x = [0.5, 1.5, -1.0];
+        let onnx: Vec<f64> = (0..4)
+            .map(|o| (0..3).map(|i| stored[o * 3 + i] * x[i]).sum())
+            .collect();
+        let m = l.stored_to_canonical(&stored);
+        assert_eq!(m, stored, "already (out, in)");
+        assert_eq!(apply(&m, 4, 3, &x), onnx);
+    }
+
+    #[test]
+    fn conv_transpose_canonical_is_per_group_transpose_at_each_tap() {
+        let l = &all_layouts()[6]; // stored (6, 2, 2, 2), g=3, cin_g=2, cout_g=2
+        let stored = values(l.numel());
+        let m = l.stored_to_canonical(&stored);
+        let taps = 4;
+        for g in 0..3 {
+            for o in 0..2 {
+                for i in 0..2 {
+                    for t in 0..taps {
+                        let canon = m[((g * 2 + o) * 2 + i) * taps + t];
+                        let store = stored[((g * 2 + i) * 2 + o) * taps + t];
+                        assert_eq!(canon, store);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn delta_tap_rules() {
+        // Odd kernel, symmetric padding: the centre.
+        assert_eq!(delta_tap(&[3, 3], &[1, 1], &[1, 1], &[(1, 1), (1, 1)]), Some(vec![1, 1]));
+        assert_eq!(delta_tap(&[5], &[1], &[1], &[(2, 2)]), Some(vec![2]));
+        // 1×1: tap 0.
+        assert_eq!(delta_tap(&[1, 1], &[1, 1], &[1, 1], &[(0, 0), (0, 0)]), Some(vec![0, 0]));
+        // Dilation 2, pads 2: tap 2 / 2 = 1.
+        assert_eq!(delta_tap(&[3], &[1], &[2], &[(2, 2)]), Some(vec![1]));
+        // Even kernel: the padding decides (SAME_UPPER → (k−1)//2, SAME_LOWER → k//2).
+        let upper = same_pads(4, 1, 1, true);
+        let lower = same_pads(4, 1, 1, false);
+        assert_eq!(upper, (1, 2));
+        assert_eq!(lower, (2, 1));
+        assert_eq!(delta_tap(&[4], &[1], &[1], &[upper]), Some(vec![1]));
+        assert_eq!(delta_tap(&[4], &[1], &[1], &[lower]), Some(vec![2]));
+        // Stride 2 never gives the identity; neither does VALID padding for k > 1.
+        assert_eq!(delta_tap(&[3, 3], &[2, 2], &[1, 1], &[(1, 1), (1, 1)]), None);
+        assert_eq!(delta_tap(&[3], &[1], &[1], &[(0, 0)]), None);
+        // Dilation 2 with pads 1: not integral.
+        assert_eq!(delta_tap(&[3], &[1], &[2], &[(1, 3)]), None);
+    }
+
+    #[test]
+    fn permute_matches_a_hand_transpose() {
+        let data: Vec<f64> = (0..6).map(f64::from).collect(); // [[0,1,2],[3,4,5]]
+        assert_eq!(permute(&data, &[2, 3], &[1, 0]), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        let cube: Vec<f64> = (0..24).map(f64::from).collect();
+        let p = permute(&cube, &[2, 3, 4], &[2, 0, 1]);
+        // out[k][i][j] = in[i][j][k]
+        assert_eq!(p[(3 * 2 + 1) * 3 + 2], cube[(3 + 2) * 4 + 3]);
+        assert_eq!(permute(&p, &[4, 2, 3], &inverse(&[2, 0, 1])), cube);
+    }
+}
