@@ -143,7 +143,12 @@ impl<'g, 'm> Context<'g, 'm> {
         };
         let dims = w.operand_shape.clone();
         if dims.len() < 3 {
-            let reason = format!("{} '{}' weight has rank {} (< 3)", node.op, node.name, dims.len());
+            let reason = format!(
+                "{} '{}' weight has rank {} (< 3)",
+                node.op,
+                node.name,
+                dims.len()
+            );
             self.skip(w.tensor, reason);
             return;
         }
@@ -603,7 +608,11 @@ impl<'g, 'm> Context<'g, 'm> {
 
     /// Most weight layers on one path through `region`.
     fn depth(&self, region: &HashSet<usize>) -> usize {
-        self.after_counts(region).values().copied().max().unwrap_or(0)
+        self.after_counts(region)
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
     }
 
     /// Per node of `region`: the most layers on a path from it (inclusive)
@@ -750,8 +759,8 @@ impl<'g, 'm> Context<'g, 'm> {
                 "HardSwish" => Activation::HardSwish,
                 "Softmax" => Activation::Softmax,
                 "Clip" => self.clip(node),
-                "Mish" | "Celu" | "ThresholdedRelu" | "LogSoftmax" | "Softsign" | "Erf"
-                | "Exp" | "Log" | "Sin" | "Cos" | "Abs" | "Sqrt" | "Pow" | "Sign" | "Shrink"
+                "Mish" | "Celu" | "ThresholdedRelu" | "LogSoftmax" | "Softsign" | "Erf" | "Exp"
+                | "Log" | "Sin" | "Cos" | "Abs" | "Sqrt" | "Pow" | "Sign" | "Shrink"
                 | "Hardmax" | "Reciprocal" | "Neg" | "Floor" | "Ceil" | "Round" => {
                     Activation::Other(node.op.to_lowercase())
                 }
@@ -811,7 +820,8 @@ impl<'g, 'm> Context<'g, 'm> {
     /// or constant inputs.
     fn clip(&self, node: &Node<'_>) -> Activation {
         let g = self.g;
-        let (lo, hi) = if g.opset < 11 && node.attr("min").is_some() || node.attr("max").is_some() {
+        let (lo, hi) = if g.opset < 11 && (node.attr("min").is_some() || node.attr("max").is_some())
+        {
             (node.float("min"), node.float("max"))
         } else {
             (
@@ -850,7 +860,10 @@ impl<'g, 'm> Context<'g, 'm> {
                 "Sigmoid" if multiplies_value(out) => return Some(Activation::Silu),
                 "HardSigmoid" if multiplies_value(out) => return Some(Activation::HardSwish),
                 "Div" | "Mul"
-                    if n.inputs.iter().filter(|&&i| i != value).all(|i| g.is_meta(i))
+                    if n.inputs
+                        .iter()
+                        .filter(|&&i| i != value)
+                        .all(|i| g.is_meta(i))
                         && consumers_of(out).iter().any(|c| c.op == "Erf") =>
                 {
                     return Some(Activation::Gelu);
@@ -941,11 +954,11 @@ impl<'g, 'm> Context<'g, 'm> {
             }
             let bn_after = l.between.iter().any(|b| b == "BatchNormalization");
             let folded_name = l.weight_name.starts_with("onnx::Conv")
-                || l
-                    .bias_name
+                || l.bias_name
                     .as_ref()
                     .is_some_and(|b| *b == format!("{}_bias", l.weight_name));
-            l.bn_folded = l.kind != LayerKind::Linear && l.bias.is_some() && !bn_after && folded_name;
+            l.bn_folded =
+                l.kind != LayerKind::Linear && l.bias.is_some() && !bn_after && folded_name;
         }
         self.analysis.bn_fused = self.analysis.layers.iter().any(|l| l.bn_folded);
         if self.analysis.bn_fused {
@@ -1033,7 +1046,10 @@ impl<'g, 'm> Context<'g, 'm> {
                 return Ok(blocked.map_or(Link::Elementwise, Link::Blocked));
             }
             if self.layer_at.contains_key(&c) {
-                return Err(format!("'{}' does not feed the next layer", from.weight_name));
+                return Err(format!(
+                    "'{}' does not feed the next layer",
+                    from.weight_name
+                ));
             }
             let node = &g.nodes[c];
             let other_meta = node
@@ -1098,9 +1114,7 @@ impl<'g, 'm> Context<'g, 'm> {
             .g
             .nodes
             .iter()
-            .filter(|n| {
-                !matches!(n.domain, "" | "ai.onnx") || !KNOWN_OPS.contains(&n.op)
-            })
+            .filter(|n| !matches!(n.domain, "" | "ai.onnx") || !KNOWN_OPS.contains(&n.op))
             .map(|n| {
                 if matches!(n.domain, "" | "ai.onnx") {
                     n.op.to_string()
@@ -1141,19 +1155,119 @@ struct Found {
 /// Ops whose meaning the analysis knows (layers, norms, activations, data
 /// movement, shape arithmetic, control flow).
 const KNOWN_OPS: &[&str] = &[
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "GatherElements", "GatherND",
-    "BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "Tanh", "Softplus",
-    "Gelu", "HardSwish", "Softmax", "LogSoftmax", "Clip", "Mish", "Celu", "ThresholdedRelu",
-    "Softsign", "Erf", "Exp", "Log", "Sin", "Cos", "Abs", "Sqrt", "Pow", "Sign", "Neg",
-    "Reciprocal", "Floor", "Ceil", "Round", "Add", "Sub", "Mul", "Div", "Sum", "Mean", "Max",
-    "Min", "Mod", "Identity", "Dropout", "Cast", "CastLike", "Reshape", "Flatten", "Transpose",
-    "Squeeze", "Unsqueeze", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "LpPool", "GlobalLpPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
-    "ReduceProd", "ReduceL2", "Pad", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth",
-    "Concat", "Split", "Slice", "Shape", "Size", "Constant", "ConstantOfShape", "Expand",
-    "Tile", "Range", "Where", "Equal", "Less", "Greater", "Not", "And", "Or", "If", "Loop",
-    "Scan", "Einsum", "DequantizeLinear", "QuantizeLinear", "ArgMax", "ArgMin", "TopK",
-    "NonZero", "ScatterND", "ScatterElements", "Trilu", "CumSum", "OneHot", "LessOrEqual",
-    "GreaterOrEqual", "IsNaN", "Hardmax", "Shrink",
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Sigmoid",
+    "HardSigmoid",
+    "Tanh",
+    "Softplus",
+    "Gelu",
+    "HardSwish",
+    "Softmax",
+    "LogSoftmax",
+    "Clip",
+    "Mish",
+    "Celu",
+    "ThresholdedRelu",
+    "Softsign",
+    "Erf",
+    "Exp",
+    "Log",
+    "Sin",
+    "Cos",
+    "Abs",
+    "Sqrt",
+    "Pow",
+    "Sign",
+    "Neg",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Sum",
+    "Mean",
+    "Max",
+    "Min",
+    "Mod",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "CastLike",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LpPool",
+    "GlobalLpPool",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL2",
+    "Pad",
+    "Resize",
+    "Upsample",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Concat",
+    "Split",
+    "Slice",
+    "Shape",
+    "Size",
+    "Constant",
+    "ConstantOfShape",
+    "Expand",
+    "Tile",
+    "Range",
+    "Where",
+    "Equal",
+    "Less",
+    "Greater",
+    "Not",
+    "And",
+    "Or",
+    "If",
+    "Loop",
+    "Scan",
+    "Einsum",
+    "DequantizeLinear",
+    "QuantizeLinear",
+    "ArgMax",
+    "ArgMin",
+    "TopK",
+    "NonZero",
+    "ScatterND",
+    "ScatterElements",
+    "Trilu",
+    "CumSum",
+    "OneHot",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "IsNaN",
+    "Hardmax",
+    "Shrink",
 ];

@@ -128,7 +128,11 @@ impl<'m> Graph<'m> {
         }
         if let Some(main) = &proto.graph {
             graph.add_graph(main);
-            graph.outputs = main.output.iter().filter_map(|o| o.name.as_deref()).collect();
+            graph.outputs = main
+                .output
+                .iter()
+                .filter_map(|o| o.name.as_deref())
+                .collect();
         }
         graph.meta = graph.tensors.keys().copied().collect();
         for node in &graph.nodes {
@@ -231,9 +235,9 @@ impl<'m> Graph<'m> {
             let node = self.producer_of(current)?;
             match node.op {
                 "Identity" | "Cast" => {}
-                "Transpose" => raw_steps.push(RawStep::Transpose(
-                    node.ints("perm").map(|p| p.to_vec()),
-                )),
+                "Transpose" => {
+                    raw_steps.push(RawStep::Transpose(node.ints("perm").map(|p| p.to_vec())))
+                }
                 "Reshape" => {
                     let shape = self.const_ints(node.input(1)?)?;
                     raw_steps.push(RawStep::Reshape(shape));
@@ -295,7 +299,11 @@ impl<'m> Graph<'m> {
                 "Identity" | "Cast" => current = node.input(0)?,
                 "Constant" => {
                     let a = node.attr("value_ints").or_else(|| node.attr("value_int"))?;
-                    return Some(if a.ints.is_empty() { vec![a.i?] } else { a.ints.clone() });
+                    return Some(if a.ints.is_empty() {
+                        vec![a.i?]
+                    } else {
+                        a.ints.clone()
+                    });
                 }
                 _ => return None,
             }
@@ -347,7 +355,7 @@ fn reshape_dims(input: &[usize], shape: &[i64]) -> Option<Vec<usize>> {
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || (total / known) * known != total {
             return None;
         }
         out[i] = total / known;

@@ -22,7 +22,12 @@ impl Layer {
     /// # Panics
     /// When `stored.len()` is not the weight's element count (a caller bug).
     pub fn stored_to_canonical(&self, stored: &[f64]) -> Vec<f64> {
-        assert_eq!(stored.len(), self.numel(), "{}: wrong value count", self.weight_name);
+        assert_eq!(
+            stored.len(),
+            self.numel(),
+            "{}: wrong value count",
+            self.weight_name
+        );
         let mut dims = self.stored_shape.clone();
         let mut data = stored.to_vec();
         for step in &self.layout.steps {
@@ -42,7 +47,12 @@ impl Layer {
     /// # Panics
     /// When `canonical.len()` is not the weight's element count (a caller bug).
     pub fn canonical_to_stored(&self, canonical: &[f64]) -> Vec<f64> {
-        assert_eq!(canonical.len(), self.numel(), "{}: wrong value count", self.weight_name);
+        assert_eq!(
+            canonical.len(),
+            self.numel(),
+            "{}: wrong value count",
+            self.weight_name
+        );
         // Dims before each step, so every step can be undone in reverse.
         let mut before = Vec::with_capacity(self.layout.steps.len());
         let mut dims = self.stored_shape.clone();
@@ -107,7 +117,12 @@ impl Layer {
 
     /// (groups, C_in/g, C_out/g, Πk) of a ConvTranspose.
     fn ct_dims(&self) -> (usize, usize, usize, usize) {
-        (self.groups, self.n_in, self.n_out, self.kernel.iter().product())
+        (
+            self.groups,
+            self.n_in,
+            self.n_out,
+            self.kernel.iter().product(),
+        )
     }
 }
 
@@ -186,6 +201,7 @@ mod tests {
     use crate::types::{Activation, AutoPad, LayerKind, WeightLayout};
     use reinit_onnx::TensorId;
 
+    #[allow(clippy::too_many_arguments)]
     fn layer(
         kind: LayerKind,
         operand: OperandLayout,
@@ -257,14 +273,50 @@ mod tests {
             layer(Linear, L::OutIn, &[4, 3], vec![], 1, 4, 3, &[]),
             layer(Linear, L::InOut, &[3, 4], vec![], 1, 4, 3, &[]),
             // W stored (out, in) reaching MatMul(X, ·) through Transpose.
-            layer(Linear, L::InOut, &[4, 3], vec![Transform::Transpose(vec![1, 0])], 1, 4, 3, &[]),
+            layer(
+                Linear,
+                L::InOut,
+                &[4, 3],
+                vec![Transform::Transpose(vec![1, 0])],
+                1,
+                4,
+                3,
+                &[],
+            ),
             // Flat storage reshaped to (in, out).
-            layer(Linear, L::InOut, &[12], vec![Transform::Reshape(vec![3, 4])], 1, 4, 3, &[]),
+            layer(
+                Linear,
+                L::InOut,
+                &[12],
+                vec![Transform::Reshape(vec![3, 4])],
+                1,
+                4,
+                3,
+                &[],
+            ),
             layer(Conv, L::Conv, &[6, 2, 3, 3], vec![], 3, 2, 2, &[3, 3]),
             layer(Conv, L::Conv, &[4, 3, 5], vec![], 1, 4, 3, &[5]),
             // ConvTranspose (C_in=6, C_out/g=2, k) with 3 groups: per group 2 in → 2 out.
-            layer(ConvTranspose, L::ConvTranspose, &[6, 2, 2, 2], vec![], 3, 2, 2, &[2, 2]),
-            layer(ConvTranspose, L::ConvTranspose, &[4, 3, 3], vec![], 1, 3, 4, &[3]),
+            layer(
+                ConvTranspose,
+                L::ConvTranspose,
+                &[6, 2, 2, 2],
+                vec![],
+                3,
+                2,
+                2,
+                &[2, 2],
+            ),
+            layer(
+                ConvTranspose,
+                L::ConvTranspose,
+                &[4, 3, 3],
+                vec![],
+                1,
+                3,
+                4,
+                &[3],
+            ),
         ]
     }
 
@@ -336,10 +388,16 @@ mod tests {
     #[test]
     fn delta_tap_rules() {
         // Odd kernel, symmetric padding: the centre.
-        assert_eq!(delta_tap(&[3, 3], &[1, 1], &[1, 1], &[(1, 1), (1, 1)]), Some(vec![1, 1]));
+        assert_eq!(
+            delta_tap(&[3, 3], &[1, 1], &[1, 1], &[(1, 1), (1, 1)]),
+            Some(vec![1, 1])
+        );
         assert_eq!(delta_tap(&[5], &[1], &[1], &[(2, 2)]), Some(vec![2]));
         // 1×1: tap 0.
-        assert_eq!(delta_tap(&[1, 1], &[1, 1], &[1, 1], &[(0, 0), (0, 0)]), Some(vec![0, 0]));
+        assert_eq!(
+            delta_tap(&[1, 1], &[1, 1], &[1, 1], &[(0, 0), (0, 0)]),
+            Some(vec![0, 0])
+        );
         // Dilation 2, pads 2: tap 2 / 2 = 1.
         assert_eq!(delta_tap(&[3], &[1], &[2], &[(2, 2)]), Some(vec![1]));
         // Even kernel: the padding decides (SAME_UPPER → (k−1)//2, SAME_LOWER → k//2).
@@ -350,7 +408,10 @@ mod tests {
         assert_eq!(delta_tap(&[4], &[1], &[1], &[upper]), Some(vec![1]));
         assert_eq!(delta_tap(&[4], &[1], &[1], &[lower]), Some(vec![2]));
         // Stride 2 never gives the identity; neither does VALID padding for k > 1.
-        assert_eq!(delta_tap(&[3, 3], &[2, 2], &[1, 1], &[(1, 1), (1, 1)]), None);
+        assert_eq!(
+            delta_tap(&[3, 3], &[2, 2], &[1, 1], &[(1, 1), (1, 1)]),
+            None
+        );
         assert_eq!(delta_tap(&[3], &[1], &[1], &[(0, 0)]), None);
         // Dilation 2 with pads 1: not integral.
         assert_eq!(delta_tap(&[3], &[1], &[2], &[(1, 3)]), None);
@@ -359,7 +420,10 @@ mod tests {
     #[test]
     fn permute_matches_a_hand_transpose() {
         let data: Vec<f64> = (0..6).map(f64::from).collect(); // [[0,1,2],[3,4,5]]
-        assert_eq!(permute(&data, &[2, 3], &[1, 0]), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(
+            permute(&data, &[2, 3], &[1, 0]),
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
         let cube: Vec<f64> = (0..24).map(f64::from).collect();
         let p = permute(&cube, &[2, 3, 4], &[2, 0, 1]);
         // out[k][i][j] = in[i][j][k]

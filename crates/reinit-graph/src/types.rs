@@ -98,9 +98,13 @@ pub enum AutoPad {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Activation {
     Relu,
-    LeakyRelu { alpha: f64 },
+    LeakyRelu {
+        alpha: f64,
+    },
     PRelu,
-    Elu { alpha: f64 },
+    Elu {
+        alpha: f64,
+    },
     Selu,
     Sigmoid,
     HardSigmoid,

@@ -22,7 +22,11 @@ fn load(file: &str) -> Analysis {
 
 fn strs(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -77,11 +81,19 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
                 &got == want,
             );
         };
-        field("weight", Value::from(got.weight_name.clone()), &want["weight"]);
+        field(
+            "weight",
+            Value::from(got.weight_name.clone()),
+            &want["weight"],
+        );
         field("op", Value::from(got.op.clone()), &want["op"]);
         field("node", Value::from(got.node.clone()), &want["node"]);
         field("kind", Value::from(got.kind.name()), &want["kind"]);
-        field("stored_shape", Value::from(got.stored_shape.clone()), &want["stored_shape"]);
+        field(
+            "stored_shape",
+            Value::from(got.stored_shape.clone()),
+            &want["stored_shape"],
+        );
         field("groups", Value::from(got.groups), &want["groups"]);
         field("fan_in", Value::from(got.fan_in), &want["fan_in"]);
         field("fan_out", Value::from(got.fan_out), &want["fan_out"]);
@@ -101,9 +113,11 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
             field("alpha", Value::from(ok), &Value::from(true));
         }
         match want["stops_at"].as_str() {
-            Some(s @ ("residual_add" | "output")) => {
-                field("stops_at", Value::from(got.stops_at.clone()), &Value::from(s))
-            }
+            Some(s @ ("residual_add" | "output")) => field(
+                "stops_at",
+                Value::from(got.stops_at.clone()),
+                &Value::from(s),
+            ),
             Some(_) => field(
                 "stops_at (any reason)",
                 Value::from(got.stops_at.is_some()),
@@ -130,20 +144,31 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
                 &Value::from(between.iter().any(|b| b == short)),
             );
         }
-        let residual = got.residual.map(|r| {
-            serde_json::json!({ "block": r.block, "role": role_name(r.role) })
-        });
-        field("residual", residual.unwrap_or(Value::Null), &want["residual"]);
+        let residual = got
+            .residual
+            .map(|r| serde_json::json!({ "block": r.block, "role": role_name(r.role) }));
+        field(
+            "residual",
+            residual.unwrap_or(Value::Null),
+            &want["residual"],
+        );
         let transposed = matches!(got.layout.operand, reinit_graph::OperandLayout::InOut);
         if let Some(t) = want["transB"].as_i64() {
-            field("transB → layout", Value::from(transposed), &Value::from(t == 0));
+            field(
+                "transB → layout",
+                Value::from(transposed),
+                &Value::from(t == 0),
+            );
         }
         if let Some(alpha) = want["alpha"].as_f64() {
             field("gemm alpha", Value::from(got.alpha), &Value::from(alpha));
         }
     }
 
-    let blocks = expected["residual_blocks"].as_array().cloned().unwrap_or_default();
+    let blocks = expected["residual_blocks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     check(
         format!(
             "{} residual blocks, manifest {}",
@@ -155,7 +180,9 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
     );
     for (i, (got, want)) in a.residual_blocks.iter().zip(&blocks).enumerate() {
         let names = |ids: &[usize]| -> Vec<String> {
-            ids.iter().map(|&l| a.layers[l].weight_name.clone()).collect()
+            ids.iter()
+                .map(|&l| a.layers[l].weight_name.clone())
+                .collect()
         };
         let skip = match got.skip {
             Skip::Identity => "identity",
@@ -167,21 +194,41 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
             .map(|&l| a.layers[l].residual.map_or("?", |r| role_name(r.role)))
             .collect();
         let mut field = |name: &str, got: Value, want: &Value| {
-            check(format!("block {i} {name}: got {got}, manifest {want}"), &got == want);
+            check(
+                format!("block {i} {name}: got {got}, manifest {want}"),
+                &got == want,
+            );
         };
         field("skip", Value::from(skip), &want["skip"]);
-        field("branch", Value::from(names(&got.branch)), &want["branch_weights"]);
-        field("shortcut", Value::from(names(got.shortcut())), &want["shortcut_weights"]);
+        field(
+            "branch",
+            Value::from(names(&got.branch)),
+            &want["branch_weights"],
+        );
+        field(
+            "shortcut",
+            Value::from(names(got.shortcut())),
+            &want["shortcut_weights"],
+        );
         field("roles", Value::from(roles), &want["branch_roles"]);
         field("depth", Value::from(got.depth), &want["branch_depth"]);
-        field("layers", Value::from(got.branch.len()), &want["num_branch_layers"]);
+        field(
+            "layers",
+            Value::from(got.branch.len()),
+            &want["num_branch_layers"],
+        );
     }
 
     let embeddings: Vec<(String, Vec<usize>)> = expected["embeddings"]
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|e| (e["weight"].as_str().unwrap_or("").to_string(), usizes(&e["shape"])))
+                .map(|e| {
+                    (
+                        e["weight"].as_str().unwrap_or("").to_string(),
+                        usizes(&e["shape"]),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -212,13 +259,21 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
     // The manifest lists norms in module order, the graph in execution order.
     norms.sort();
     got_norms.sort();
-    check(format!("norms {got_norms:?}, manifest {norms:?}"), got_norms == norms);
+    check(
+        format!("norms {got_norms:?}, manifest {norms:?}"),
+        got_norms == norms,
+    );
 
     let shared: Vec<(String, Vec<String>)> = expected["shared_weights"]
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|s| (s["weight"].as_str().unwrap_or("").to_string(), strs(&s["nodes"])))
+                .map(|s| {
+                    (
+                        s["weight"].as_str().unwrap_or("").to_string(),
+                        strs(&s["nodes"]),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -227,9 +282,15 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
         .iter()
         .map(|s| (s.name.clone(), s.uses.clone()))
         .collect();
-    check(format!("shared {got_shared:?}, manifest {shared:?}"), got_shared == shared);
     check(
-        format!("bn_fused {} (producer bn {})", a.bn_fused, expected["producer"]["bn"]),
+        format!("shared {got_shared:?}, manifest {shared:?}"),
+        got_shared == shared,
+    );
+    check(
+        format!(
+            "bn_fused {} (producer bn {})",
+            a.bn_fused, expected["producer"]["bn"]
+        ),
         a.bn_fused == fused,
     );
     check(
@@ -243,12 +304,21 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
 fn every_fixture_matches_the_manifest() {
     let manifest = manifest();
     let fixtures = manifest["fixtures"].as_object().expect("fixtures");
-    assert!(fixtures.len() >= 30, "manifest lists {} fixtures", fixtures.len());
+    assert!(
+        fixtures.len() >= 30,
+        "manifest lists {} fixtures",
+        fixtures.len()
+    );
     let mut errors = Vec::new();
     for (file, expected) in fixtures {
         errors.extend(check_fixture(file, expected));
     }
-    assert!(errors.is_empty(), "{} mismatches:\n{}", errors.len(), errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{} mismatches:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
 }
 
 fn block_shape(a: &Analysis) -> Vec<(bool, usize, usize, usize)> {
@@ -324,9 +394,15 @@ fn transformers_have_two_blocks_per_layer() {
         let a = load(file);
         assert_eq!(a.residual_blocks.len(), 4, "{file}");
         assert_eq!(a.layers_per_branch(), 2, "{file}");
-        assert!(a.residual_blocks.iter().all(|b| b.skip == Skip::Identity), "{file}");
+        assert!(
+            a.residual_blocks.iter().all(|b| b.skip == Skip::Identity),
+            "{file}"
+        );
         // LayerNorm starts (pre-LN) or follows (post-LN) a branch, never ends one.
-        assert!(a.norms.iter().all(|n| n.ends_residual_branch.is_none()), "{file}");
+        assert!(
+            a.norms.iter().all(|n| n.ends_residual_branch.is_none()),
+            "{file}"
+        );
     }
 }
 
@@ -347,7 +423,10 @@ fn mlps_have_no_blocks_and_form_a_chain() {
         let chain = a.chain.as_ref().unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(chain.steps.len(), 12, "{file}");
         assert_eq!(chain.steps[0].position, reinit_graph::ChainPosition::Input);
-        assert_eq!(chain.steps[11].position, reinit_graph::ChainPosition::Output);
+        assert_eq!(
+            chain.steps[11].position,
+            reinit_graph::ChainPosition::Output
+        );
         // Mirrored pairing holds through ReLU only.
         assert_eq!(chain.mirrorable(), act == "relu", "{file}: {chain:?}");
     }
@@ -358,7 +437,9 @@ fn batchnorm_blocks_mirrored_pairing() {
     let a = load("conv1d_bn.onnx");
     let chain = a.chain.expect("conv1d is a chain");
     assert!(!chain.mirrorable());
-    assert!(matches!(&chain.steps[0].next, Some(reinit_graph::Link::Blocked(why)) if why.contains("BatchNormalization")));
+    assert!(
+        matches!(&chain.steps[0].next, Some(reinit_graph::Link::Blocked(why)) if why.contains("BatchNormalization"))
+    );
 }
 
 #[test]
@@ -379,7 +460,10 @@ fn helper_layouts() {
     }
     let a = load("helper_transpose_fed.onnx");
     let l = &a.layers[0];
-    assert_eq!(l.layout.steps, vec![reinit_graph::Transform::Transpose(vec![1, 0])]);
+    assert_eq!(
+        l.layout.steps,
+        vec![reinit_graph::Transform::Transpose(vec![1, 0])]
+    );
     assert_eq!((l.n_out, l.n_in), (8, 16));
     // Stored W is [8, 16] = (out, in) already: canonical = stored.
     let stored: Vec<f64> = (0..128).map(f64::from).collect();
@@ -397,8 +481,17 @@ fn json_document_has_the_documented_schema() {
     assert_eq!(doc["schema_version"], 1);
     let layer = &doc["layers"][2];
     for key in [
-        "node", "op", "kind", "weight", "bias", "shape", "groups", "fan_in", "fan_out",
-        "activation", "residual",
+        "node",
+        "op",
+        "kind",
+        "weight",
+        "bias",
+        "shape",
+        "groups",
+        "fan_in",
+        "fan_out",
+        "activation",
+        "residual",
     ] {
         assert!(layer.get(key).is_some(), "layer lacks {key}");
     }
@@ -414,14 +507,19 @@ fn json_document_has_the_documented_schema() {
     }
     let table = a.render_table();
     assert!(table.contains("block 1 shortcut"), "{table}");
-    assert!(table.lines().last().unwrap_or("").contains("9 layers"), "{table}");
+    assert!(
+        table.lines().last().unwrap_or("").contains("9 layers"),
+        "{table}"
+    );
 }
 
 #[test]
 fn skipped_tensors_have_reasons() {
     let a = load("tiny_transformer.onnx");
     assert!(
-        a.skipped.iter().any(|s| s.name == "pos" && s.reason.contains("Add")),
+        a.skipped
+            .iter()
+            .any(|s| s.name == "pos" && s.reason.contains("Add")),
         "{:?}",
         a.skipped
     );
