@@ -35,10 +35,21 @@ impl SparseOrthogonal {
     }
 }
 
+/// One sparse column of EOI's working matrix: sorted row indices and their non-zero values.
+#[derive(Debug, Clone, Default)]
+struct SparseCol {
+    rows: Vec<u32>,
+    vals: Vec<f64>,
+}
+
 /// EOI's `orthogonal_with_density` (§5.1): work on `A = I_{r×c}` (`r = min`, `c = max` of
 /// the shape); while `density(A) < d` right-multiply by a Givens rotation of a uniformly
 /// random column pair `i < j` by `θ ~ U[0, 2π)`; keep whichever of the last two matrices is
 /// closer to `d` (ties → the newer); transpose for tall shapes. `d` must be in `(0, 1]`.
+///
+/// Columns are kept sparse (sorted rows + values), so a rotation costs `O(|S_i| + |S_j|)`
+/// and the non-zero count is updated incrementally and exactly (a value that cancels to 0
+/// leaves the support). The arithmetic per entry is the dense formula, in f64.
 pub fn sparse_orthogonal(n_out: usize, n_in: usize, d: f64, rng: &mut Stream) -> SparseOrthogonal {
     let (r, c) = (n_out.min(n_in), n_out.max(n_in));
     if r == 0 {
@@ -49,18 +60,27 @@ pub fn sparse_orthogonal(n_out: usize, n_in: usize, d: f64, rng: &mut Stream) ->
             reachable: true,
         };
     }
-    // column-major working matrix: column j of A is a[j*r .. (j+1)*r]
-    let mut a = vec![0.0f64; r * c];
-    for i in 0..r {
-        a[i * r + i] = 1.0;
-    }
+    let mut cols: Vec<SparseCol> = (0..c)
+        .map(|k| {
+            if k < r {
+                SparseCol {
+                    rows: vec![k as u32],
+                    vals: vec![1.0],
+                }
+            } else {
+                SparseCol::default()
+            }
+        })
+        .collect();
     let total = (r * c) as f64;
     let mut nnz = r;
     let reachable = (nnz as f64) < d * total;
     let mut rotations = 0;
     if reachable && c >= 2 {
-        let mut old_i = vec![0.0f64; r];
-        let mut old_j = vec![0.0f64; r];
+        // after a rotation these hold the two columns as they were before it (for the
+        // final keep-the-closer step)
+        let mut old_i = SparseCol::default();
+        let mut old_j = SparseCol::default();
         let mut prev_nnz = nnz;
         let mut last = (0usize, 0usize);
         while (nnz as f64) < d * total {
@@ -72,27 +92,48 @@ pub fn sparse_orthogonal(n_out: usize, n_in: usize, d: f64, rng: &mut Stream) ->
             let (i, j) = (i.min(j), i.max(j));
             let theta = 2.0 * std::f64::consts::PI * rng.uniform();
             let (s, co) = (libm::sin(theta), libm::cos(theta));
-            let (left, right) = a.split_at_mut(j * r);
-            let ci = &mut left[i * r..(i + 1) * r];
-            let cj = &mut right[..r];
-            old_i.copy_from_slice(ci);
-            old_j.copy_from_slice(cj);
-            let mut delta: isize = 0;
-            for k in 0..r {
-                let (x, y) = (ci[k], cj[k]);
-                if x == 0.0 && y == 0.0 {
-                    continue;
+            old_i.rows.clear();
+            old_i.vals.clear();
+            old_j.rows.clear();
+            old_j.vals.clear();
+            {
+                let (ci, cj) = (&cols[i], &cols[j]);
+                let (mut a, mut b) = (0, 0);
+                // merge the two supports; new values go to old_* (swapped in below)
+                while a < ci.rows.len() || b < cj.rows.len() {
+                    let ra = ci.rows.get(a).copied().unwrap_or(u32::MAX);
+                    let rb = cj.rows.get(b).copied().unwrap_or(u32::MAX);
+                    let row = ra.min(rb);
+                    let x = if ra == row {
+                        a += 1;
+                        ci.vals[a - 1]
+                    } else {
+                        0.0
+                    };
+                    let y = if rb == row {
+                        b += 1;
+                        cj.vals[b - 1]
+                    } else {
+                        0.0
+                    };
+                    let nx = co * x + s * y;
+                    let ny = -s * x + co * y;
+                    if nx != 0.0 {
+                        old_i.rows.push(row);
+                        old_i.vals.push(nx);
+                    }
+                    if ny != 0.0 {
+                        old_j.rows.push(row);
+                        old_j.vals.push(ny);
+                    }
                 }
-                let nx = co * x + s * y;
-                let ny = -s * x + co * y;
-                delta += (nx != 0.0) as isize + (ny != 0.0) as isize
-                    - (x != 0.0) as isize
-                    - (y != 0.0) as isize;
-                ci[k] = nx;
-                cj[k] = ny;
             }
+            let before = cols[i].rows.len() + cols[j].rows.len();
+            let after = old_i.rows.len() + old_j.rows.len();
+            std::mem::swap(&mut cols[i], &mut old_i);
+            std::mem::swap(&mut cols[j], &mut old_j);
             prev_nnz = nnz;
-            nnz = (nnz as isize + delta) as usize;
+            nnz = nnz + after - before;
             rotations += 1;
             last = (i, j);
         }
@@ -100,22 +141,23 @@ pub fn sparse_orthogonal(n_out: usize, n_in: usize, d: f64, rng: &mut Stream) ->
         let d_prev = (prev_nnz as f64 / total - d).abs();
         if rotations > 0 && d_prev < d_now {
             let (i, j) = last;
-            a[i * r..(i + 1) * r].copy_from_slice(&old_i);
-            a[j * r..(j + 1) * r].copy_from_slice(&old_j);
+            std::mem::swap(&mut cols[i], &mut old_i);
+            std::mem::swap(&mut cols[j], &mut old_j);
             nnz = prev_nnz;
         }
     }
     let mut weight = vec![0.0; n_out * n_in];
-    if n_out <= n_in {
-        // W = A (r = n_out rows, c = n_in columns)
-        for col in 0..c {
-            for row in 0..r {
-                weight[row * c + col] = a[col * r + row];
+    for (col, sc) in cols.iter().enumerate() {
+        for (&row, &v) in sc.rows.iter().zip(&sc.vals) {
+            let row = row as usize;
+            if n_out <= n_in {
+                // W = A (r = n_out rows, c = n_in columns)
+                weight[row * c + col] = v;
+            } else {
+                // W = Aᵀ (c = n_out rows, r = n_in columns)
+                weight[col * r + row] = v;
             }
         }
-    } else {
-        // W = Aᵀ (c = n_out rows, r = n_in columns): row-major c×r is exactly `a`.
-        weight.copy_from_slice(&a);
     }
     SparseOrthogonal {
         weight,
