@@ -20,7 +20,7 @@ const QR_TASKS: usize = 2;
 ///
 /// `a = max(r, c)`, `b = min(r, c)`; `G ∈ R^{a×b}` i.i.d. N(0, 1) drawn column by column;
 /// thin QR `G = QR`; column j of Q times `sign(R_jj)` (exactly Haar); transposed when
-/// `r < c`. Rows are orthonormal when `r ≤ c` (`M Mᵀ = gain²·I`), columns when `r > c`.
+/// `r ≤ c` (a square shape takes `Qᵀ`, Haar as well, because it is a contiguous copy). Rows are orthonormal when `r ≤ c` (`M Mᵀ = gain²·I`), columns when `r > c`.
 /// Computed in f64. An empty shape gives an empty buffer.
 pub fn haar_orthogonal(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f64> {
     let (a, b) = (r.max(c), r.min(c));
@@ -75,16 +75,26 @@ pub fn haar_orthogonal(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f
         );
     }
     let mut out = vec![0.0; r * c];
-    if r >= c {
-        for i in 0..r {
-            for j in 0..c {
-                out[i * c + j] = q[(i, j)] * signs[j] * gain;
+    if r <= c {
+        // M = Qᵀ (r × c): row i of M is column i of Q, contiguous in faer's column-major Q.
+        // (For square shapes Qᵀ is Haar exactly as Q is.)
+        for (i, row) in out.chunks_exact_mut(c).enumerate() {
+            let f = signs[i] * gain;
+            for (o, &v) in row.iter_mut().zip(q.col(i).iter()) {
+                *o = v * f;
             }
         }
     } else {
-        for j in 0..c {
-            for i in 0..r {
-                out[i * c + j] = q[(j, i)] * signs[i] * gain;
+        // M = Q (r × c, tall): transpose the column-major Q in cache-sized tiles.
+        const TILE: usize = 32;
+        for j0 in (0..c).step_by(TILE) {
+            for i0 in (0..r).step_by(TILE) {
+                for j in j0..(j0 + TILE).min(c) {
+                    let f = signs[j] * gain;
+                    for i in i0..(i0 + TILE).min(r) {
+                        out[i * c + j] = q[(i, j)] * f;
+                    }
+                }
             }
         }
     }
