@@ -170,7 +170,7 @@ fn fill(model: &Model, plan: &Plan, w: &PlannedWeight, seed: u64) -> Result<Opti
                     let init = run(fb).map_err(|source| Error::Scheme {
                         tensor: w.name.clone(),
                         scheme: fb.name().into(),
-                        source,
+                        source: Box::new(source),
                     })?;
                     let note = format!(
                         "{} not applicable ({reason}); fallback {}",
@@ -186,7 +186,7 @@ fn fill(model: &Model, plan: &Plan, w: &PlannedWeight, seed: u64) -> Result<Opti
             return Err(Error::Scheme {
                 tensor: w.name.clone(),
                 scheme: w.scheme.name().into(),
-                source,
+                source: Box::new(source),
             });
         }
     };

@@ -16,9 +16,9 @@ pub fn choose(analysis: &Analysis, index: usize) -> (&'static str, String) {
             ),
         );
     }
-    if matches!(layer.activation, Activation::Relu)
-        && crate::spec::chain_position(analysis, index).is_some()
-    {
+    // A mirrorable chain is joined only by ReLUs and elementwise ops; its output
+    // layer must take the mirrored form too, or the pairing is not undone.
+    if crate::spec::chain_position(analysis, index).is_some() {
         return (
             "relu-share",
             "plain ReLU chain: mirrored parameter sharing gives dynamical isometry".into(),

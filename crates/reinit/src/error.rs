@@ -36,7 +36,7 @@ pub enum Error {
         tensor: String,
         scheme: String,
         #[source]
-        source: reinit_schemes::SchemeError,
+        source: Box<reinit_schemes::SchemeError>,
     },
     #[error("{path}: {source}")]
     Io {

@@ -289,7 +289,7 @@ mod tests {
         };
         assert!(matches!(p.scheme("eoi", true), Err(Error::Usage(_))));
         assert!(matches!(
-            SchemeParams::default().scheme("kaiming", true),
+            SchemeParams::default().scheme("nope", true),
             Err(Error::Usage(_))
         ));
     }

@@ -288,3 +288,125 @@ fn plan_norms(
         .filter(|n| n.after_branch_last)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Model {
+        Model::load(format!(
+            "{}/../../fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn options(scheme: &str) -> PlanOptions {
+        PlanOptions {
+            scheme: scheme.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn auto_follows_the_roles() {
+        let model = fixture("tiny_resnet_bn.onnx");
+        let plan = plan(&model, &options("auto")).unwrap();
+        for w in &plan.weights {
+            let layer = &plan.analysis.layers[w.layer];
+            let expected = match layer.residual {
+                Some(r) if r.role != reinit_graph::Role::Shortcut => "idinit",
+                _ if layer.kernel.iter().product::<usize>() > 1 => "delta-orthogonal",
+                _ => "orthogonal",
+            };
+            assert_eq!(w.scheme.name(), expected, "{}: {}", w.name, w.reason);
+        }
+        let plan = plan_fn(&fixture("mlp_relu.onnx"), "auto");
+        assert!(plan.weights.iter().all(|w| w.scheme.name() == "relu-share"));
+        let plan = plan_fn(&fixture("mlp_tanh.onnx"), "auto");
+        let critical = plan
+            .weights
+            .iter()
+            .filter(|w| w.scheme.name() == "critical")
+            .count();
+        assert_eq!(
+            critical,
+            plan.weights.len() - 1,
+            "every tanh layer gets critical, the head orthogonal"
+        );
+    }
+
+    fn plan_fn(model: &Model, scheme: &str) -> Plan {
+        plan(model, &options(scheme)).unwrap()
+    }
+
+    #[test]
+    fn only_exclude_and_rules_select_weights() {
+        let model = fixture("tiny_resnet_bn.onnx");
+        let mut opts = options("he");
+        opts.only = Some(Regex::new("^layer2").unwrap());
+        opts.exclude = Some(Regex::new("downsample").unwrap());
+        let p = plan(&model, &opts).unwrap();
+        assert!(!p.weights.is_empty());
+        assert!(
+            p.weights
+                .iter()
+                .all(|w| w.name.starts_with("layer2") && !w.name.contains("downsample"))
+        );
+        assert!(
+            p.kept
+                .iter()
+                .any(|k| k.name.contains("downsample") && k.reason.contains("--exclude"))
+        );
+
+        let mut opts = options("he");
+        opts.rules = crate::parse_rules("[[rule]]\npattern = '^fc'\nscheme = 'keep'\n[[rule]]\npattern = 'layer1'\nscheme = 'eoi'\ndensity = 0.5\n").unwrap();
+        let p = plan(&model, &opts).unwrap();
+        assert!(p.weights.iter().all(|w| !w.name.starts_with("fc")));
+        let eoi: Vec<_> = p
+            .weights
+            .iter()
+            .filter(|w| w.name.starts_with("layer1"))
+            .collect();
+        assert!(!eoi.is_empty());
+        assert!(
+            eoi.iter()
+                .all(|w| matches!(w.scheme, Scheme::Eoi(e) if e.density.get() == 0.5))
+        );
+    }
+
+    #[test]
+    fn relu_share_outside_a_relu_chain_falls_back_or_keeps() {
+        let model = fixture("tiny_resnet_bn.onnx");
+        let kept = plan(&model, &options("relu-share")).unwrap();
+        assert!(kept.weights.is_empty());
+        assert!(kept.kept.iter().all(|k| !k.reason.is_empty()));
+        let mut opts = options("relu-share");
+        opts.fallback = Some("he".into());
+        let fell_back = plan(&model, &opts).unwrap();
+        assert!(!fell_back.weights.is_empty());
+        assert!(fell_back.weights.iter().all(|w| w.scheme.name() == "he"));
+    }
+
+    #[test]
+    fn applying_is_independent_of_the_thread_count() {
+        let model = fixture("tiny_transformer.onnx");
+        let p = plan(&model, &options("orthogonal")).unwrap();
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                model
+                    .to_bytes(&crate::apply(&model, &p, 9).unwrap().edits)
+                    .unwrap()
+            })
+        };
+        assert!(run(1) == run(3));
+        let other = model
+            .to_bytes(&crate::apply(&model, &p, 10).unwrap().edits)
+            .unwrap();
+        assert!(other != run(1), "a different seed gives different weights");
+    }
+}
