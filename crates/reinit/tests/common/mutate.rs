@@ -189,7 +189,9 @@ pub fn mutate(original: &[u8], fields: &[FieldPos], kind: usize, rng: &mut Rng) 
             // Same value, non-minimal (10-byte) encoding: enclosing lengths go stale.
             if let Some(f) = rng.pick(&len_fields) {
                 let v = f.value.len() as u64;
-                let mut enc: Vec<u8> = (0..9).map(|i| ((v >> (7 * i)) as u8 & 0x7f) | 0x80).collect();
+                let mut enc: Vec<u8> = (0..9)
+                    .map(|i| ((v >> (7 * i)) as u8 & 0x7f) | 0x80)
+                    .collect();
                 enc.push((v >> 63) as u8);
                 splice(&mut b, f.len_prefix.clone().unwrap(), &enc);
             }
@@ -199,7 +201,10 @@ pub fn mutate(original: &[u8], fields: &[FieldPos], kind: usize, rng: &mut Rng) 
                 return b;
             };
             if a.tag.len() == c.tag.len() {
-                let (ta, tc) = (original[a.tag.clone()].to_vec(), original[c.tag.clone()].to_vec());
+                let (ta, tc) = (
+                    original[a.tag.clone()].to_vec(),
+                    original[c.tag.clone()].to_vec(),
+                );
                 splice(&mut b, c.tag.clone(), &ta);
                 splice(&mut b, a.tag.clone(), &tc);
             } else {
@@ -238,7 +243,14 @@ pub fn mutate(original: &[u8], fields: &[FieldPos], kind: usize, rng: &mut Rng) 
         }
         "huge_varint" => {
             if let Some(f) = rng.pick(&varint_fields) {
-                let v = [u64::MAX, 1 << 62, 1 << 40, u64::from(u32::MAX), (-1i64) as u64, 0][rng.below(6)];
+                let v = [
+                    u64::MAX,
+                    1 << 62,
+                    1 << 40,
+                    u64::from(u32::MAX),
+                    (-1i64) as u64,
+                    0,
+                ][rng.below(6)];
                 splice(&mut b, f.value.clone(), &encode_varint(v));
             }
         }

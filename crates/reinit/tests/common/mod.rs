@@ -1,0 +1,233 @@
+//! Helpers for the end-to-end tests of the `reinit` binary.
+#![allow(dead_code)]
+
+pub mod mutate;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+pub const PANIC_EXIT: i32 = 101;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_reinit"))
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+pub fn all_fixtures() -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20);
+    files
+}
+
+pub fn sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    format!("{:x}", Sha256::digest(&bytes))
+}
+
+/// Copies a fixture (and its external data) into `dir`; returns the model path.
+pub fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(fixtures().join(name), dir.join(name)).unwrap();
+    let data = fixtures().join(format!("{name}.data"));
+    if data.exists() {
+        std::fs::copy(&data, dir.join(format!("{name}.data"))).unwrap();
+    }
+    dir.join(name)
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+/// Runs the binary with a wall-clock limit (polling `try_wait`); kills it on timeout.
+pub fn run(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> Run {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().expect("spawn reinit");
+    // Drain the pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed() > limit {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        code: status.code(),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+        timed_out,
+        elapsed: t0.elapsed(),
+    }
+}
+
+pub fn run_ok(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let r = run(args, envs, Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "reinit {args:?} failed:\n{}", r.stderr);
+    r
+}
+
+/// Names in `dir` that look like reinit's temporary files.
+pub fn temp_leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".reinit-") || n.ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A copy of `bytes` (a ModelProto) with its top-level fields reordered so that
+/// `graph` (field 7) comes last — valid protobuf, as some writers emit it.
+pub fn graph_last(bytes: &[u8]) -> Vec<u8> {
+    let fields = mutate::scan(bytes);
+    let top: Vec<_> = fields.iter().filter(|f| f.depth == 0).collect();
+    let (mut graph, mut rest) = (Vec::new(), Vec::new());
+    for f in top {
+        let whole = &bytes[f.tag.start..f.value.end];
+        if bytes[f.tag.start] == (7 << 3 | 2) {
+            graph.extend_from_slice(whole);
+        } else {
+            rest.extend_from_slice(whole);
+        }
+    }
+    assert!(!graph.is_empty());
+    rest.extend(graph);
+    rest
+}
+
+// ------------------------------------------------------------------ model generator
+
+fn field_len(number: u32, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend(mutate::encode_varint(u64::from(number << 3 | 2)));
+    out.extend(mutate::encode_varint(payload.len() as u64));
+    out.extend_from_slice(payload);
+}
+
+fn field_varint(number: u32, v: u64, out: &mut Vec<u8>) {
+    out.extend(mutate::encode_varint(u64::from(number << 3)));
+    out.extend(mutate::encode_varint(v));
+}
+
+fn value_info(name: &str, dims: &[u64]) -> Vec<u8> {
+    let mut shape = Vec::new();
+    for &d in dims {
+        let mut dim = Vec::new();
+        field_varint(1, d, &mut dim);
+        field_len(1, &dim, &mut shape);
+    }
+    let mut tensor_type = Vec::new();
+    field_varint(1, 1, &mut tensor_type); // FLOAT
+    field_len(2, &shape, &mut tensor_type);
+    let mut type_proto = Vec::new();
+    field_len(1, &tensor_type, &mut type_proto);
+    let mut vi = Vec::new();
+    field_len(1, name.as_bytes(), &mut vi);
+    field_len(2, &type_proto, &mut vi);
+    vi
+}
+
+/// Writes `dir/name` + `dir/name.data`: `X[1,n] → (MatMul W_i → Relu)* → Y`, with
+/// `layers` float32 weights of n×n in one external data file. The data file is
+/// created sparse (all zeros, no blocks written) with `set_len`.
+pub fn external_mlp(dir: &Path, name: &str, n: u64, layers: usize) -> PathBuf {
+    let tensor_bytes = n * n * 4;
+    let data_name = format!("{name}.data");
+    let mut graph = Vec::new();
+    let mut prev = "X".to_string();
+    for i in 0..layers {
+        let mm = format!("h{i}");
+        let mut node = Vec::new();
+        field_len(1, prev.as_bytes(), &mut node);
+        field_len(1, format!("W{i}").as_bytes(), &mut node);
+        let last = i + 1 == layers;
+        let out = if last { "Y".to_string() } else { mm.clone() };
+        field_len(2, out.as_bytes(), &mut node);
+        field_len(3, format!("matmul{i}").as_bytes(), &mut node);
+        field_len(4, b"MatMul", &mut node);
+        field_len(1, &node, &mut graph);
+        if !last {
+            let mut relu = Vec::new();
+            field_len(1, mm.as_bytes(), &mut relu);
+            field_len(2, format!("r{i}").as_bytes(), &mut relu);
+            field_len(3, format!("relu{i}").as_bytes(), &mut relu);
+            field_len(4, b"Relu", &mut relu);
+            field_len(1, &relu, &mut graph);
+            prev = format!("r{i}");
+        }
+    }
+    field_len(2, b"external_mlp", &mut graph);
+    for i in 0..layers {
+        let mut t = Vec::new();
+        field_varint(1, n, &mut t);
+        field_varint(1, n, &mut t);
+        field_varint(2, 1, &mut t);
+        field_len(8, format!("W{i}").as_bytes(), &mut t);
+        for (k, v) in [
+            ("location", data_name.clone()),
+            ("offset", (i as u64 * tensor_bytes).to_string()),
+            ("length", tensor_bytes.to_string()),
+        ] {
+            let mut e = Vec::new();
+            field_len(1, k.as_bytes(), &mut e);
+            field_len(2, v.as_bytes(), &mut e);
+            field_len(13, &e, &mut t);
+        }
+        field_varint(14, 1, &mut t);
+        field_len(5, &t, &mut graph);
+    }
+    field_len(11, &value_info("X", &[1, n]), &mut graph);
+    field_len(12, &value_info("Y", &[1, n]), &mut graph);
+    let mut model = Vec::new();
+    field_varint(1, 8, &mut model);
+    field_len(2, b"reinit-tests", &mut model);
+    field_len(7, &graph, &mut model);
+    let mut opset = Vec::new();
+    field_len(1, b"", &mut opset);
+    field_varint(2, 17, &mut opset);
+    field_len(8, &opset, &mut model);
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, model).unwrap();
+    let data = std::fs::File::create(dir.join(&data_name)).unwrap();
+    data.set_len(tensor_bytes * layers as u64).unwrap();
+    path
+}
