@@ -1,7 +1,14 @@
 //! reinit-candle
+mod data;
 mod error;
 mod executor;
 pub mod ops;
+mod train;
 
+pub use data::{LossKind, Rng, Split, Task, TaskSize, digits_path, load_digits};
 pub use error::{ExecError, OpError, UnsupportedOp};
 pub use executor::{Executor, InputSpec, Layer, Mode, Outputs, Param};
+pub use train::{
+    Heldout, Mask, Optimizer, STALL_RATIO, TrainConfig, TrainReport, Verdict, evaluate, train,
+    train_on,
+};

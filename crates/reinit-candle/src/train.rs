@@ -1,0 +1,375 @@
+//! The training loop: optimizer steps on a [`Task`], fixed sparse masks, the
+//! held-out metric and the verdict.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor, Var, backprop::GradStore};
+use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW};
+use reinit_onnx::Model;
+
+use crate::data::{LossKind, Rng, Split, Task, TaskSize, run_micro};
+use crate::error::ExecError;
+use crate::executor::{Executor, Mode};
+
+/// Weight name → per-element flag: `true` trains freely, `false` is held at
+/// exactly zero (the zero pattern of a sparse scheme such as EOI).
+pub type Mask = HashMap<String, Vec<bool>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// SGD with heavy-ball momentum: `b ← μ·b + g; w ← w − lr·b`.
+    Sgd { momentum: f64 },
+    /// candle-nn's AdamW (β = 0.9/0.999, weight decay 0.01).
+    AdamW,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub lr: f64,
+    pub batch: usize,
+    pub seed: u64,
+    pub optimizer: Optimizer,
+    pub device: Device,
+    pub mask: Option<Mask>,
+    /// Per-sample shape of the first input when the model leaves it dynamic.
+    pub input_shape: Option<Vec<usize>>,
+    /// Sizes of the training and held-out sets.
+    pub size: TaskSize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 600,
+            lr: 3e-3,
+            batch: 64,
+            seed: 0,
+            optimizer: Optimizer::AdamW,
+            device: Device::Cpu,
+            mask: None,
+            input_shape: None,
+            size: TaskSize {
+                train: 1536,
+                heldout: 261,
+            },
+        }
+    }
+}
+
+/// How training went; see [`Verdict`] for the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Trains,
+    Stalled,
+    Diverged,
+}
+
+impl Verdict {
+    /// `diverged` if any loss is NaN/inf; `trains` if the final loss (mean of
+    /// the last tenth of the steps) is at most [`STALL_RATIO`] of the initial
+    /// loss (mean of the first twentieth); `stalled` otherwise.
+    pub fn judge(loss: &[f32]) -> Verdict {
+        if loss.is_empty() {
+            return Verdict::Stalled;
+        }
+        if loss.iter().any(|l| !l.is_finite()) {
+            return Verdict::Diverged;
+        }
+        let (first, last) = window_means(loss);
+        if last <= STALL_RATIO * first {
+            Verdict::Trains
+        } else {
+            Verdict::Stalled
+        }
+    }
+}
+
+/// A run "trains" when its loss falls below this fraction of the start.
+pub const STALL_RATIO: f64 = 0.9;
+
+fn window_means(loss: &[f32]) -> (f64, f64) {
+    let head = (loss.len() / 20).max(1);
+    let tail = (loss.len() / 10).max(1);
+    let mean = |s: &[f32]| s.iter().map(|&x| x as f64).sum::<f64>() / s.len() as f64;
+    (mean(&loss[..head]), mean(&loss[loss.len() - tail..]))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Heldout {
+    /// `accuracy` or `mse`
+    pub metric: &'static str,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainReport {
+    pub task: String,
+    pub loss_kind: LossKind,
+    /// Training loss per step (before the step's update).
+    pub loss: Vec<f32>,
+    pub initial_loss: f64,
+    /// Mean loss over the last tenth of the steps.
+    pub final_loss: f64,
+    pub heldout: Heldout,
+    pub verdict: Verdict,
+    pub steps: usize,
+    pub batch: usize,
+    pub micro_batch: bool,
+    /// With a mask: every masked weight was exactly zero after training.
+    pub mask_exact: Option<bool>,
+    pub seconds: f64,
+}
+
+/// Loads the task for `model`, builds an executor and trains it.
+pub fn train(model: &Model, config: &TrainConfig) -> Result<TrainReport, ExecError> {
+    let exec = Executor::new(model, &config.device)?;
+    let task = Task::for_model(
+        &exec,
+        model,
+        config.seed,
+        config.size,
+        config.input_shape.as_deref(),
+    )?;
+    train_on(&exec, &task, config)
+}
+
+/// Forward of one batch (micro-batched when the graph fixes batch 1).
+pub(crate) fn batch_output(
+    exec: &Executor,
+    task: &Task,
+    split: &Split,
+    mode: Mode,
+) -> Result<Tensor, ExecError> {
+    if task.micro_batch {
+        run_micro(exec, &split.inputs, split.len, mode)
+    } else {
+        Ok(exec.forward(&split.inputs, mode)?.first().clone())
+    }
+}
+
+/// The task's loss of a batch output.
+pub(crate) fn loss_of(task: &Task, out: &Tensor, targets: &Tensor) -> Result<Tensor, ExecError> {
+    Ok(match task.loss {
+        LossKind::CrossEntropy { classes } => {
+            let logits = out.reshape(((), classes))?;
+            let labels = targets.flatten_all()?.to_device(out.device())?;
+            candle_nn::loss::cross_entropy(&logits, &labels)?
+        }
+        LossKind::Mse => candle_nn::loss::mse(
+            out,
+            &targets.to_dtype(out.dtype())?.to_device(out.device())?,
+        )?,
+    })
+}
+
+fn mask_tensors(exec: &Executor, mask: &Mask) -> Result<Vec<(Var, Tensor)>, ExecError> {
+    let mut out = Vec::new();
+    for (name, keep) in mask {
+        let p = exec
+            .param(name)
+            .ok_or_else(|| ExecError::Invalid(format!("mask for unknown weight `{name}`")))?;
+        if keep.len() != p.var.elem_count() {
+            return Err(ExecError::Invalid(format!(
+                "mask for `{name}` has {} entries for {} weights",
+                keep.len(),
+                p.var.elem_count()
+            )));
+        }
+        let m: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+        let m = Tensor::from_vec(m, p.var.dims(), &Device::Cpu)?
+            .to_dtype(p.var.dtype())?
+            .to_device(p.var.device())?;
+        out.push((p.var.clone(), m));
+    }
+    Ok(out)
+}
+
+enum Opt {
+    Sgd {
+        vars: Vec<Var>,
+        bufs: Vec<Option<Tensor>>,
+        lr: f64,
+        momentum: f64,
+    },
+    AdamW(AdamW),
+}
+
+impl Opt {
+    fn step(&mut self, grads: &GradStore) -> Result<(), ExecError> {
+        match self {
+            Opt::AdamW(o) => o.step(grads)?,
+            Opt::Sgd {
+                vars,
+                bufs,
+                lr,
+                momentum,
+            } => {
+                for (v, b) in vars.iter().zip(bufs.iter_mut()) {
+                    let Some(g) = grads.get(v.as_tensor()) else {
+                        continue;
+                    };
+                    let nb = match b.take() {
+                        Some(old) => ((old * *momentum)? + g)?,
+                        None => g.clone(),
+                    };
+                    v.set(&(v.as_tensor() - (&nb * *lr)?)?)?;
+                    *b = Some(nb);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Trains `exec` in place on `task`.
+pub fn train_on(
+    exec: &Executor,
+    task: &Task,
+    config: &TrainConfig,
+) -> Result<TrainReport, ExecError> {
+    let start = Instant::now();
+    exec.seed(config.seed);
+    let vars = exec.trainable_vars();
+    let masks = match &config.mask {
+        Some(m) => mask_tensors(exec, m)?,
+        None => Vec::new(),
+    };
+    for (v, m) in &masks {
+        v.set(&(v.as_tensor() * m)?)?;
+    }
+    let mut opt = match config.optimizer {
+        Optimizer::AdamW => Opt::AdamW(AdamW::new(
+            vars.clone(),
+            ParamsAdamW {
+                lr: config.lr,
+                ..Default::default()
+            },
+        )?),
+        Optimizer::Sgd { momentum } => Opt::Sgd {
+            bufs: vec![None; vars.len()],
+            vars: vars.clone(),
+            lr: config.lr,
+            momentum,
+        },
+    };
+    let device = exec.device().clone();
+    let mut rng = Rng::new(config.seed ^ 0x6f72_6465);
+    let n = task.train.len;
+    let batch = config.batch.clamp(1, n);
+    let mut order = rng.permutation(n);
+    let mut cursor = 0;
+    let mut losses = Vec::with_capacity(config.steps);
+    for _ in 0..config.steps {
+        if cursor + batch > n {
+            order = rng.permutation(n);
+            cursor = 0;
+        }
+        let b = task.train.rows(&order[cursor..cursor + batch], &device)?;
+        cursor += batch;
+        let out = batch_output(exec, task, &b, Mode::Train)?;
+        let loss = loss_of(task, &out, &b.targets)?;
+        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        losses.push(value);
+        if !value.is_finite() {
+            break;
+        }
+        let mut grads = loss.backward()?;
+        for (v, m) in &masks {
+            if let Some(g) = grads.remove(v.as_tensor()) {
+                grads.insert(v.as_tensor(), (g * m)?);
+            }
+        }
+        opt.step(&grads)?;
+        for (v, m) in &masks {
+            v.set(&(v.as_tensor() * m)?)?;
+        }
+    }
+    let mask_exact = if masks.is_empty() {
+        None
+    } else {
+        let mut exact = true;
+        for (v, m) in &masks {
+            let off = m.affine(-1.0, 1.0)?; // 1 where held at zero
+            let leaked = (v.as_tensor() * off)?
+                .abs()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            exact &= leaked == 0.0;
+        }
+        Some(exact)
+    };
+    let heldout = evaluate(exec, task, &device)?;
+    let verdict = Verdict::judge(&losses);
+    let (initial, last) = if losses.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        window_means(&losses)
+    };
+    Ok(TrainReport {
+        task: task.name.clone(),
+        loss_kind: task.loss,
+        loss: losses,
+        initial_loss: initial,
+        final_loss: last,
+        heldout,
+        verdict,
+        steps: config.steps,
+        batch,
+        micro_batch: task.micro_batch,
+        mask_exact,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Held-out accuracy or MSE, in [`Mode::Eval`].
+pub fn evaluate(exec: &Executor, task: &Task, device: &Device) -> Result<Heldout, ExecError> {
+    let n = task.heldout.len;
+    let mut correct = 0usize;
+    let mut total = 0usize;
+    let mut sq = 0.0f64;
+    let chunk = 256;
+    let mut i = 0;
+    while i < n {
+        let idx: Vec<usize> = (i..(i + chunk).min(n)).collect();
+        i += chunk;
+        let b = task.heldout.rows(&idx, device)?;
+        let out = batch_output(exec, task, &b, Mode::Eval)?;
+        match task.loss {
+            LossKind::CrossEntropy { classes } => {
+                let pred = out
+                    .reshape(((), classes))?
+                    .argmax(D::Minus1)?
+                    .to_device(&Device::Cpu)?;
+                let labels = b.targets.flatten_all()?.to_device(&Device::Cpu)?;
+                let p: Vec<u32> = pred.to_vec1()?;
+                let l: Vec<u32> = labels.to_vec1()?;
+                correct += p.iter().zip(&l).filter(|(a, b)| a == b).count();
+                total += l.len();
+            }
+            LossKind::Mse => {
+                let t = b.targets.to_dtype(out.dtype())?.to_device(out.device())?;
+                sq += (out - t)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
+                total += b.targets.elem_count();
+            }
+        }
+    }
+    Ok(match task.loss {
+        LossKind::CrossEntropy { .. } => Heldout {
+            metric: "accuracy",
+            value: correct as f64 / total.max(1) as f64,
+        },
+        LossKind::Mse => Heldout {
+            metric: "mse",
+            value: sq / total.max(1) as f64,
+        },
+    })
+}
