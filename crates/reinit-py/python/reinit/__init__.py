@@ -1,0 +1,287 @@
+"""reinit: re-initialize the weights of ONNX models with schemes from recent research.
+
+The Rust engine of the ``reinit`` command line tool, for Python export pipelines::
+
+    import reinit
+    report = reinit.apply("model.onnx", "auto", seed=0, output="model.auto.onnx")
+    print(report.summary())
+
+    new_proto = reinit.apply(onnx_model_proto, "orthogonal", seed=1).result
+    doc = reinit.inspect("model.onnx")          # the `reinit inspect --json` document
+
+    from reinit.torch import load_into          # weights back into a torch.nn.Module
+    load_into(module, "model.auto.onnx")
+
+Same seed and parameters give byte-identical files to ``reinit apply --seed N``.
+Errors are :class:`ReinitError` subclasses carrying the CLI's messages. The GIL is
+released while the engine works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from . import _reinit as _native
+from ._errors import (
+    InvalidModelError,
+    LoadIntoError,
+    ReinitError,
+    ReinitIOError,
+    UnsafeModelError,
+    UnsupportedError,
+    UsageError,
+)
+
+__all__ = [
+    "apply",
+    "inspect",
+    "Report",
+    "ReinitError",
+    "UsageError",
+    "InvalidModelError",
+    "UnsafeModelError",
+    "ReinitIOError",
+    "UnsupportedError",
+    "LoadIntoError",
+    "PARAMETERS",
+    "__version__",
+]
+
+__version__: str = _native._engine_version()
+
+#: Scheme parameters `apply` accepts as keywords (the CLI flags with ``_`` for ``-``).
+SCHEME_PARAMETERS = (
+    "density",
+    "sparsity_distribution",
+    "gain",
+    "distribution",
+    "fan_mode",
+    "sigma_b",
+    "tau",
+    "epsilon",
+    "q_star",
+    "submatrix",
+    "more_nonzeros",
+)
+#: Every keyword `apply` accepts besides `seed` and `output`.
+PARAMETERS = SCHEME_PARAMETERS + (
+    "rules",
+    "only",
+    "exclude",
+    "fallback",
+    "zero_init_last_gamma",
+    "force",
+    "in_place",
+    "dry_run",
+    "mask_out",
+)
+
+ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Any]
+
+
+def _source(model: Any) -> "tuple[Any, str]":
+    """(what the native layer takes, kind) for a path, bytes or ModelProto."""
+    if isinstance(model, Report):
+        if model.result is not None:
+            return _source(model.result)
+        if model.output is not None:
+            return model.output, "path"
+        raise UsageError("this report has no rewritten model (dry run?)")
+    if isinstance(model, bytes):
+        return model, "bytes"
+    if isinstance(model, (bytearray, memoryview)):
+        return bytes(model), "bytes"
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model), "path"
+    serialize = getattr(model, "SerializeToString", None)
+    if callable(serialize):
+        return serialize(), "proto"
+    raise TypeError(
+        "model must be a path (str or os.PathLike), bytes, or an onnx.ModelProto, "
+        f"not {type(model).__name__}"
+    )
+
+
+class Report:
+    """The report of one `apply` run: the same document as ``reinit apply --json``.
+
+    Attributes mirror the JSON keys (``seed``, ``scheme``, ``weights``, ``kept``,
+    ``warnings``, ``timings_ms``, …). :attr:`result` holds the rewritten model in
+    the form it was given: an ``onnx.ModelProto`` for a ModelProto, ``bytes`` for
+    bytes or for a path without ``output``; ``None`` when it was written to
+    ``output`` or for a dry run.
+    """
+
+    schema_version: int
+    tool_version: str
+    model: str
+    output: Optional[str]
+    seed: int
+    scheme: str
+    dry_run: bool
+    weights: List[Dict[str, Any]]
+    kept: List[Dict[str, str]]
+    warnings: List[str]
+    timings_ms: Dict[str, float]
+    result: Any
+
+    def __init__(self, doc: Dict[str, Any], summary: str, table: str, result: Any = None):
+        self._doc = doc
+        self._summary = summary
+        self._table = table
+        self.schema_version = doc["schema_version"]
+        self.tool_version = doc["tool_version"]
+        self.model = doc["model"]
+        self.output = doc.get("output")
+        self.seed = doc["seed"]
+        self.scheme = doc["scheme"]
+        self.dry_run = doc["dry_run"]
+        self.weights = doc["weights"]
+        self.kept = doc["kept"]
+        self.warnings = doc["warnings"]
+        self.timings_ms = doc["timings_ms"]
+        self.result = result
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The ``reinit apply --json`` document as a dict."""
+        return json.loads(json.dumps(self._doc))
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        """The ``reinit apply --json`` document as text."""
+        return json.dumps(self._doc, indent=indent)
+
+    def summary(self) -> str:
+        """The short summary the CLI prints on stderr."""
+        return self._summary
+
+    def table(self) -> str:
+        """The plan as the table ``reinit apply --dry-run`` prints."""
+        return self._table
+
+    def __getitem__(self, key: str) -> Any:
+        return self._doc[key]
+
+    def __repr__(self) -> str:
+        changed = sum(1 for w in self.weights if w.get("kind") != "bias")
+        return (
+            f"<reinit.Report scheme={self.scheme!r} seed={self.seed} weights={changed} "
+            f"kept={len(self.kept)} output={self.output!r}>"
+        )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    raise UsageError(f"rules: unsupported value {value!r} (strings, numbers and booleans only)")
+
+
+def _rules_toml(rules: Sequence[Mapping[str, Any]]) -> str:
+    lines: List[str] = []
+    for rule in rules:
+        if not isinstance(rule, Mapping):
+            raise UsageError(f"rules: each rule must be a dict, not {type(rule).__name__}")
+        lines.append("[[rule]]")
+        for key, value in rule.items():
+            key = str(key).replace("_", "-")
+            lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def apply(
+    model: ModelLike,
+    scheme: str,
+    *,
+    seed: Optional[int] = None,
+    output: Union[str, "os.PathLike[str]", None] = None,
+    **params: Any,
+) -> Report:
+    """Re-initialize the weights of an ONNX model, as ``reinit apply`` does.
+
+    Args:
+        model: a path to a ``.onnx`` file, the serialized model as ``bytes``, or an
+            ``onnx.ModelProto``.
+        scheme: a scheme name (``reinit schemes`` lists them) or ``"auto"``.
+        seed: random seed (0 ≤ seed < 2**64). The same seed and parameters give the
+            same bytes as the CLI. Default: drawn at random and recorded in the report
+            and in the file's ``metadata_props``.
+        output: write the rewritten model to this file (atomically; an existing file
+            needs ``force=True``). Without it nothing is written and the rewritten model
+            is returned in :attr:`Report.result`.
+        **params: the CLI's options with ``_`` for ``-``:
+
+            - scheme parameters ``density``, ``sparsity_distribution``, ``gain``,
+              ``distribution``, ``fan_mode``, ``sigma_b``, ``tau``, ``epsilon``,
+              ``q_star``, ``submatrix``, ``more_nonzeros``;
+            - ``rules``: a TOML rules file (path), or a list of dicts
+              ``[{"pattern": "^layer1", "scheme": "idinit", "tau": 0.5}, …]``;
+            - ``only`` / ``exclude``: regexes on tensor or node names;
+            - ``fallback``: ``"keep"`` (default) or a scheme for uncovered layers;
+            - ``zero_init_last_gamma``, ``force``, ``in_place`` (rewrite the input
+              path), ``dry_run`` (plan only), ``mask_out`` (EOI masks, safetensors;
+              written with ``output`` or ``in_place``).
+
+    Returns:
+        The :class:`Report`. Its :attr:`~Report.result` is a new ``onnx.ModelProto``
+        when ``model`` was one, ``bytes`` when ``model`` was bytes or a path without
+        ``output``, and ``None`` for a dry run or a path with ``output``.
+
+    Raises:
+        UsageError: unknown scheme or keyword, a parameter the scheme does not take,
+            bad values, bad rules (CLI exit code 2).
+        InvalidModelError: unreadable or invalid model (3).
+        UnsafeModelError: unsafe external data (4).
+        ReinitIOError: the output could not be written (5).
+    """
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise UsageError(
+            f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"(expected one of: seed, output, {', '.join(PARAMETERS)})"
+        )
+    if not isinstance(scheme, str):
+        raise TypeError(f"scheme must be a str, not {type(scheme).__name__}")
+    source, kind = _source(model)
+    kwargs: Dict[str, Any] = {k: params[k] for k in PARAMETERS if k in params and params[k] is not None}
+    rules = kwargs.pop("rules", None)
+    if rules is not None:
+        if isinstance(rules, (str, os.PathLike)):
+            kwargs["rules"] = os.fspath(rules)
+        else:
+            kwargs["rules_toml"] = _rules_toml(rules)
+    for key in ("output", "mask_out"):
+        value = output if key == "output" else kwargs.get(key)
+        if value is not None:
+            if not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{key} must be a path, not {type(value).__name__}")
+            kwargs[key] = os.fspath(value)
+    want_bytes = kind != "path" or output is None
+    if kind != "path" and kwargs.get("in_place"):
+        raise UsageError("in_place needs a model given as a path")
+    if kwargs.get("in_place"):
+        want_bytes = False
+    doc, summary, table, data = _native._apply(source, scheme, seed=seed, want_bytes=want_bytes, **kwargs)
+    result: Any = data
+    if data is not None and kind == "proto":
+        result = type(model)()
+        result.ParseFromString(data)
+    return Report(json.loads(doc), summary, table, result)
+
+
+def inspect(model: ModelLike) -> Dict[str, Any]:
+    """The layers, activations, residual blocks and norms reinit finds in ``model``.
+
+    Returns the same document as ``reinit inspect --json`` (``model`` is the path
+    as given, or ``"<memory>"`` for bytes / ModelProto).
+
+    Raises:
+        InvalidModelError, UnsafeModelError: as for :func:`apply`.
+    """
+    source, _ = _source(model)
+    return json.loads(_native._inspect(source))

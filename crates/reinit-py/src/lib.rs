@@ -1,0 +1,452 @@
+//! The native half of the `reinit` Python package (`reinit._reinit`).
+//!
+//! The public Python API lives in `python/reinit/__init__.py`; this module
+//! exposes thin functions over the `reinit` facade that take plain values and
+//! return JSON text, bytes and numpy arrays. Every function releases the GIL
+//! while the engine works, and turns every engine error (and any panic) into a
+//! `reinit.ReinitError` subclass chosen by the exit code the CLI would use, with
+//! the CLI's message.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use bytes::Bytes;
+use numpy::{PyArray1, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use reinit::{Error, PlanOptions, Report};
+use reinit_onnx::{DType, Model, SaveOptions};
+
+pub mod options;
+
+pub use options::ApplyArgs;
+
+/// A model as Python hands it over: a file path, or the serialized bytes
+/// (borrowed from the Python `bytes` object, not copied).
+pub enum Source {
+    Path(PathBuf),
+    Bytes(Bytes),
+}
+
+impl Source {
+    /// Loads the model; errors are the facade's `Error::Load`, as in the CLI.
+    pub fn load(&self) -> Result<Model, Error> {
+        match self {
+            Source::Path(path) => Model::load(path),
+            Source::Bytes(bytes) => Model::from_bytes(bytes.clone(), None),
+        }
+        .map_err(Error::Load)
+    }
+}
+
+fn source(model: &Bound<'_, PyAny>) -> PyResult<Source> {
+    if let Ok(bytes) = model.extract::<PyBackedBytes>() {
+        return Ok(Source::Bytes(Bytes::from_owner(bytes)));
+    }
+    match model.extract::<PathBuf>() {
+        Ok(path) => Ok(Source::Path(path)),
+        Err(_) => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "model must be a path (str or os.PathLike), bytes, or an onnx.ModelProto, not {}",
+            model.get_type().name()?
+        ))),
+    }
+}
+
+/// The CLI's error text: the message, then each distinct cause on its own
+/// `  caused by:` line (what `reinit` prints after `reinit: error: `).
+pub fn cli_message(err: &Error) -> String {
+    let mut message = err.to_string();
+    let first = message.clone();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !first.contains(&text) {
+            message.push_str(&format!("\n  caused by: {text}"));
+        }
+        cause = c.source();
+    }
+    message
+}
+
+/// Name of the Python exception class for a CLI exit code.
+pub fn exception_name(exit_code: i32) -> &'static str {
+    use reinit::error::exit;
+    match exit_code {
+        exit::USAGE => "UsageError",
+        exit::INVALID_INPUT => "InvalidModelError",
+        exit::UNSAFE_INPUT => "UnsafeModelError",
+        exit::IO => "ReinitIOError",
+        exit::UNSUPPORTED => "UnsupportedError",
+        _ => "ReinitError",
+    }
+}
+
+fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
+    match py
+        .import("reinit._errors")
+        .and_then(|m| m.getattr(class))
+        .and_then(|c| c.cast_into::<pyo3::types::PyType>().map_err(PyErr::from))
+    {
+        Ok(ty) => PyErr::from_type(ty, message),
+        Err(_) => pyo3::exceptions::PyRuntimeError::new_err(message),
+    }
+}
+
+fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    raise(py, exception_name(err.exit_code()), cli_message(&err))
+}
+
+/// Runs `work` without the GIL; engine errors and panics become Python exceptions.
+fn engine<T: Send>(py: Python<'_>, work: impl FnOnce() -> Result<T, Error> + Send) -> PyResult<T> {
+    let outcome = py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(to_py(py, err)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(raise(
+                py,
+                "ReinitError",
+                format!("internal error (a bug in reinit, please report it): {what}"),
+            ))
+        }
+    }
+}
+
+/// What [`run_apply`] produced.
+pub struct ApplyOutcome {
+    pub report: Report,
+    /// The rewritten model, when asked for and not written elsewhere only.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// `reinit apply` for one model, as the CLI's `rewrite` does it; `want_bytes`
+/// also returns the rewritten model (for bytes / ModelProto inputs, or a path
+/// without `output`).
+pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<ApplyOutcome, Error> {
+    let options: PlanOptions = args.plan_options()?;
+    let seed = args.seed.unwrap_or_else(options::random_seed);
+    let output = args.output_path(src)?;
+    let t0 = Instant::now();
+    let model = src.load()?;
+    if model.has_external_data() && want_bytes && output.is_none() && !args.dry_run {
+        return Err(Error::Usage(
+            "a model with external data must be written to a file: pass output=".into(),
+        ));
+    }
+    let t_load = t0.elapsed();
+    let plan = reinit::plan(&model, &options)?;
+    let t_plan = t0.elapsed() - t_load;
+    let mut applied = reinit::apply(&model, &plan, seed)?;
+    let t_write = Instant::now();
+    if let Some(output) = &output {
+        let save = SaveOptions {
+            overwrite: args.force,
+            in_place: args.in_place,
+            data_file: None,
+        };
+        reinit::write(&model, &applied, output, &save)?;
+        applied.report.output = Some(output.display().to_string());
+    }
+    if let Some(mask_out) = &args.mask_out
+        && output.is_some()
+    {
+        reinit::write_masks(&applied.masks, mask_out)?;
+    }
+    let bytes = if want_bytes && !args.dry_run {
+        Some(
+            model
+                .to_bytes(&reinit::with_metadata(&applied))
+                .map_err(Error::Save)?,
+        )
+    } else {
+        None
+    };
+    let report = &mut applied.report;
+    report.dry_run = args.dry_run;
+    report.timings_ms.load = t_load.as_secs_f64() * 1e3;
+    report.timings_ms.analyze_and_plan = t_plan.as_secs_f64() * 1e3;
+    report.timings_ms.write = t_write.elapsed().as_secs_f64() * 1e3;
+    Ok(ApplyOutcome {
+        report: applied.report,
+        bytes,
+    })
+}
+
+/// The `reinit inspect --json` document.
+pub fn run_inspect(src: &Source) -> Result<serde_json::Value, Error> {
+    let model = src.load()?;
+    let mut doc = reinit_graph::analyze(&model).to_json();
+    doc["model"] = serde_json::Value::String(match src {
+        Source::Path(p) => p.display().to_string(),
+        Source::Bytes(_) => model.path().display().to_string(),
+    });
+    Ok(doc)
+}
+
+/// Native `apply`. Returns `(report_json, summary, table, model_bytes | None)`.
+#[pyfunction]
+#[pyo3(signature = (model, scheme, *, seed=None, output=None, density=None,
+    sparsity_distribution=None, gain=None, distribution=None, fan_mode=None, sigma_b=None,
+    tau=None, epsilon=None, q_star=None, submatrix=None, more_nonzeros=None, rules=None,
+    rules_toml=None, only=None, exclude=None, fallback="keep".to_string(),
+    zero_init_last_gamma=false, force=false, in_place=false, dry_run=false, mask_out=None,
+    want_bytes=false))]
+#[allow(clippy::too_many_arguments)]
+fn _apply<'py>(
+    py: Python<'py>,
+    model: &Bound<'py, PyAny>,
+    scheme: String,
+    seed: Option<u64>,
+    output: Option<PathBuf>,
+    density: Option<f64>,
+    sparsity_distribution: Option<String>,
+    gain: Option<f64>,
+    distribution: Option<String>,
+    fan_mode: Option<String>,
+    sigma_b: Option<f64>,
+    tau: Option<f64>,
+    epsilon: Option<f64>,
+    q_star: Option<f64>,
+    submatrix: Option<String>,
+    more_nonzeros: Option<bool>,
+    rules: Option<PathBuf>,
+    rules_toml: Option<String>,
+    only: Option<String>,
+    exclude: Option<String>,
+    fallback: String,
+    zero_init_last_gamma: bool,
+    force: bool,
+    in_place: bool,
+    dry_run: bool,
+    mask_out: Option<PathBuf>,
+    want_bytes: bool,
+) -> PyResult<(String, String, String, Option<Bound<'py, PyBytes>>)> {
+    let src = source(model)?;
+    let args = ApplyArgs {
+        scheme,
+        seed,
+        output,
+        params: reinit::SchemeParams {
+            density,
+            sparsity_distribution,
+            gain,
+            distribution,
+            fan_mode,
+            sigma_b,
+            tau,
+            epsilon,
+            q_star,
+            submatrix,
+            more_nonzeros,
+        },
+        rules,
+        rules_toml,
+        only,
+        exclude,
+        fallback,
+        zero_init_last_gamma,
+        force,
+        in_place,
+        dry_run,
+        mask_out,
+    };
+    let outcome = engine(py, || run_apply(&src, &args, want_bytes))?;
+    let json = serde_json::to_string(&outcome.report).unwrap_or_default();
+    let bytes = outcome.bytes.map(|b| PyBytes::new(py, &b));
+    Ok((
+        json,
+        outcome.report.summary(),
+        outcome.report.table(),
+        bytes,
+    ))
+}
+
+/// Native `inspect`: the `reinit inspect --json` document as JSON text.
+#[pyfunction]
+fn _inspect(py: Python<'_>, model: &Bound<'_, PyAny>) -> PyResult<String> {
+    let src = source(model)?;
+    let doc = engine(py, || run_inspect(&src))?;
+    Ok(serde_json::to_string(&doc).unwrap_or_default())
+}
+
+/// One floating-point initializer of the main graph, decoded.
+pub struct Weight {
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub values: Values,
+}
+
+pub enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// A node of the main graph, reduced to what `reinit.torch` needs.
+pub struct Node {
+    pub name: String,
+    pub op_type: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub trans_a: i64,
+    pub trans_b: i64,
+}
+
+/// Every float initializer of the main graph (f64 stays f64, every other float
+/// type is widened to f32) and the main graph's nodes.
+pub fn read_weights(src: &Source) -> Result<(Vec<Weight>, Vec<Node>), Error> {
+    let model = src.load()?;
+    let mut weights = Vec::new();
+    for id in model.ids() {
+        let entry = model.tensor(id);
+        if !entry.origin.is_main_initializer() || !entry.dtype.is_float() {
+            continue;
+        }
+        let values = if entry.dtype == DType::F64 {
+            Values::F64(model.read_f64(id).map_err(Error::Load)?)
+        } else {
+            Values::F32(model.read_f32(id).map_err(Error::Load)?)
+        };
+        weights.push(Weight {
+            name: entry.name.clone(),
+            dims: entry.dims.clone(),
+            values,
+        });
+    }
+    let nodes = model
+        .proto()
+        .graph
+        .as_ref()
+        .map(|g| {
+            g.node
+                .iter()
+                .map(|n| {
+                    let attr = |name: &str| {
+                        n.attribute
+                            .iter()
+                            .find(|a| a.name.as_deref() == Some(name))
+                            .and_then(|a| a.i)
+                            .unwrap_or(0)
+                    };
+                    Node {
+                        name: n.name.clone().unwrap_or_default(),
+                        op_type: n.op_type.clone().unwrap_or_default(),
+                        inputs: n.input.clone(),
+                        outputs: n.output.clone(),
+                        trans_a: attr("transA"),
+                        trans_b: attr("transB"),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((weights, nodes))
+}
+
+/// Native helper for `reinit.torch`: `({name: ndarray}, [(name, op_type,
+/// inputs, outputs, transA, transB)])`. Arrays are built from the decoded vectors
+/// without another copy.
+#[pyfunction]
+fn _weights<'py>(
+    py: Python<'py>,
+    model: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
+    let src = source(model)?;
+    let (weights, nodes) = engine(py, || read_weights(&src))?;
+    let dict = PyDict::new(py);
+    for w in weights {
+        let array = match w.values {
+            Values::F32(v) => PyArray1::from_vec(py, v).reshape(w.dims)?.into_any(),
+            Values::F64(v) => PyArray1::from_vec(py, v).reshape(w.dims)?.into_any(),
+        };
+        dict.set_item(w.name, array)?;
+    }
+    let list = PyList::empty(py);
+    for n in nodes {
+        list.append((n.name, n.op_type, n.inputs, n.outputs, n.trans_a, n.trans_b))?;
+    }
+    Ok((dict, list))
+}
+
+/// Whether this build can run `verify` (it cannot yet: the candle trainer has
+/// no library entry point).
+#[pyfunction]
+fn _has_verify() -> bool {
+    false
+}
+
+/// The version of the engine (the `reinit` crate).
+#[pyfunction]
+fn _engine_version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pymodule]
+fn _reinit(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_apply, m)?)?;
+    m.add_function(wrap_pyfunction!(_inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(_has_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(_engine_version, m)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures")
+            .join(name)
+    }
+
+    fn args(scheme: &str) -> ApplyArgs {
+        ApplyArgs {
+            scheme: scheme.into(),
+            seed: Some(7),
+            fallback: "keep".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bytes_and_path_give_the_same_model() {
+        let path = fixture("mlp_tanh.onnx");
+        let from_path = run_apply(&Source::Path(path.clone()), &args("orthogonal"), true).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let from_bytes =
+            run_apply(&Source::Bytes(Bytes::from(bytes)), &args("orthogonal"), true).unwrap();
+        assert_eq!(from_path.bytes, from_bytes.bytes);
+        assert!(!from_path.report.weights.is_empty());
+    }
+
+    #[test]
+    fn errors_keep_the_cli_message_and_class() {
+        let mut a = args("he");
+        a.params.density = Some(0.5);
+        let err = run_apply(&Source::Path(fixture("mlp_tanh.onnx")), &a, true)
+            .err()
+            .unwrap();
+        assert_eq!(exception_name(err.exit_code()), "UsageError");
+        assert!(cli_message(&err).contains("--density does not apply to scheme he"));
+        let err = Source::Bytes(Bytes::from_static(b"not a model"))
+            .load()
+            .err()
+            .unwrap();
+        assert_eq!(exception_name(err.exit_code()), "InvalidModelError");
+    }
+
+    #[test]
+    fn weights_and_nodes_are_read() {
+        let (weights, nodes) = read_weights(&Source::Path(fixture("tiny_transformer.onnx"))).unwrap();
+        assert!(weights.iter().any(|w| w.name.starts_with("onnx::MatMul_")));
+        assert!(nodes.iter().any(|n| n.op_type == "MatMul"));
+    }
+}
