@@ -7,7 +7,7 @@
 //! is re-encoded, so unknown fields, field order and non-canonical encodings
 //! survive, and a model saved without edits is byte-identical.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -26,12 +26,51 @@ use crate::wire;
 #[derive(Debug, Default, Clone)]
 pub struct Edits {
     values: BTreeMap<TensorId, Vec<f64>>,
+    /// Externally stored tensors whose values a [`DeferredValues`] source
+    /// produces while the save streams the data file.
+    deferred: BTreeSet<TensorId>,
     metadata: Vec<(String, String)>,
+}
+
+/// Produces the new values of deferred tensors during a save, one tensor at a
+/// time, so rewriting a model with gigabytes of external data needs memory for
+/// one tensor, not for the model.
+pub trait DeferredValues: Sync {
+    fn values(&self, id: TensorId) -> Result<Vec<f64>, Error>;
+}
+
+/// The source used by [`Model::save`]: there are no deferred tensors.
+struct NoDeferred;
+
+impl DeferredValues for NoDeferred {
+    fn values(&self, id: TensorId) -> Result<Vec<f64>, Error> {
+        Err(Error::Refused {
+            path: PathBuf::from(format!("tensor #{}", id.0)),
+            reason: "deferred tensor saved without a value source".into(),
+        })
+    }
 }
 
 impl Edits {
     pub fn set(&mut self, id: TensorId, values: Vec<f64>) {
+        self.deferred.remove(&id);
         self.values.insert(id, values);
+    }
+
+    /// Marks an externally stored tensor whose values come from the
+    /// [`DeferredValues`] passed to [`Model::save_deferred`].
+    pub fn defer(&mut self, id: TensorId) {
+        self.values.remove(&id);
+        self.deferred.insert(id);
+    }
+
+    pub fn is_deferred(&self, id: TensorId) -> bool {
+        self.deferred.contains(&id)
+    }
+
+    /// Whether `id` is edited (eagerly or deferred).
+    pub fn contains(&self, id: TensorId) -> bool {
+        self.values.contains_key(&id) || self.deferred.contains(&id)
     }
 
     pub fn get(&self, id: TensorId) -> Option<&[f64]> {
@@ -46,15 +85,18 @@ impl Edits {
     }
 
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.values.len() + self.deferred.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.metadata.is_empty()
+        self.len() == 0 && self.metadata.is_empty()
     }
 
+    /// Every edited tensor, eager or deferred, in id order.
     pub fn tensors(&self) -> impl Iterator<Item = TensorId> + '_ {
-        self.values.keys().copied()
+        let mut all: Vec<TensorId> = self.values.keys().chain(&self.deferred).copied().collect();
+        all.sort();
+        all.into_iter()
     }
 }
 
@@ -109,12 +151,24 @@ impl Model {
         edits: &Edits,
         options: &SaveOptions,
     ) -> Result<SaveReport, Error> {
+        self.save_deferred(path, edits, &NoDeferred, options)
+    }
+
+    /// As [`Model::save`], asking `source` for the values of deferred tensors
+    /// as the data file is written (one tensor in memory at a time).
+    pub fn save_deferred(
+        &self,
+        path: impl AsRef<Path>,
+        edits: &Edits,
+        source: &dyn DeferredValues,
+        options: &SaveOptions,
+    ) -> Result<SaveReport, Error> {
         let path = path.as_ref();
         self.check_target(path, options)?;
         let layout = self.data_layout(path, options)?;
         let bytes = self.spliced(edits, layout.as_ref())?;
         let data = match &layout {
-            Some(layout) => Some(self.write_data(layout, edits)?),
+            Some(layout) => Some(self.write_data(layout, edits, source)?),
             None => None,
         };
         let mut model = PendingFile::create(path)?;
@@ -233,7 +287,12 @@ impl Model {
 
     /// Streams the new data file: each source file copied in turn, edited
     /// tensors' ranges replaced. Memory use is bounded by one tensor.
-    fn write_data(&self, layout: &DataLayout, edits: &Edits) -> Result<(ReadyFile, u64), Error> {
+    fn write_data(
+        &self,
+        layout: &DataLayout,
+        edits: &Edits,
+        source: &dyn DeferredValues,
+    ) -> Result<(ReadyFile, u64), Error> {
         let mut out = PendingFile::create(&layout.path)?;
         for (location, base) in &layout.bases {
             let padding = base - out.written();
@@ -243,7 +302,7 @@ impl Model {
             };
             let mut replaced: Vec<(Range<usize>, TensorId)> = self
                 .ids()
-                .filter(|&id| edits.get(id).is_some())
+                .filter(|&id| edits.contains(id))
                 .filter_map(|id| match &self.tensor(id).storage {
                     Storage::External(r) if r.location == *location => {
                         external::byte_range(r, map.len() as u64)
@@ -263,7 +322,15 @@ impl Model {
                     ));
                 }
                 out.write(&map[pos..range.start])?;
-                out.write(&self.encoded(id, edits)?)?;
+                let deferred;
+                let values = match edits.get(id) {
+                    Some(values) => values,
+                    None => {
+                        deferred = source.values(id)?;
+                        &deferred
+                    }
+                };
+                self.write_encoded(&mut out, id, values)?;
                 pos = range.end;
             }
             out.write(&map[pos..])?;
@@ -272,10 +339,26 @@ impl Model {
         Ok((out.finish()?, written))
     }
 
-    /// The new payload of an edited tensor, checked and encoded.
-    fn encoded(&self, id: TensorId, edits: &Edits) -> Result<Vec<u8>, Error> {
+    /// Streams the little-endian encoding of `values` in chunks, so no second
+    /// copy of a large tensor is built.
+    fn write_encoded(
+        &self,
+        out: &mut PendingFile,
+        id: TensorId,
+        values: &[f64],
+    ) -> Result<(), Error> {
+        self.check_values(id, values)?;
         let entry = self.tensor(id);
-        let values = edits.get(id).unwrap_or_default();
+        for chunk in values.chunks(1 << 16) {
+            let bytes = codec::encode(chunk, entry.dtype, &Storage::Raw)
+                .map_err(|reason| self.tensor_error(entry, reason))?;
+            out.write(&bytes)?;
+        }
+        Ok(())
+    }
+
+    fn check_values(&self, id: TensorId, values: &[f64]) -> Result<(), Error> {
+        let entry = self.tensor(id);
         if !entry.dtype.is_float() {
             return Err(
                 self.tensor_error(entry, format!("cannot rewrite a {} tensor", entry.dtype))
@@ -291,6 +374,19 @@ impl Model {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The new payload of an edited tensor, checked and encoded.
+    fn encoded(&self, id: TensorId, edits: &Edits) -> Result<Vec<u8>, Error> {
+        let entry = self.tensor(id);
+        let Some(values) = edits.get(id) else {
+            return Err(self.tensor_error(
+                entry,
+                "deferred values are only supported for external tensors".into(),
+            ));
+        };
+        self.check_values(id, values)?;
         codec::encode(values, entry.dtype, &entry.storage)
             .map_err(|reason| self.tensor_error(entry, reason))
     }
@@ -301,7 +397,14 @@ impl Model {
         let mut ancestors: Vec<LenField> = Vec::new();
         for id in edits.tensors() {
             if matches!(self.tensor(id).storage, Storage::External(_)) {
-                self.encoded(id, edits)?; // validated now, written with the data
+                if let Some(values) = edits.get(id) {
+                    self.check_values(id, values)?; // written with the data file
+                } else if !self.tensor(id).dtype.is_float() {
+                    return Err(self.tensor_error(
+                        self.tensor(id),
+                        "cannot rewrite a non-float tensor".into(),
+                    ));
+                }
                 continue;
             }
             let site = &self.sites[id.0];

@@ -24,7 +24,10 @@ fn fixtures() -> PathBuf {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// What one case did, for the summary.
@@ -60,7 +63,12 @@ fn exercise(bytes: Vec<u8>, dir: &Path, external: bool) -> Result<Outcome, Strin
         let _ = model.read_i64(id);
         if let Ok(values) = model.read_f64(id) {
             if values.len() != entry.numel() {
-                return Err(format!("tensor {}: read {} values, numel {}", entry.name, values.len(), entry.numel()));
+                return Err(format!(
+                    "tensor {}: read {} values, numel {}",
+                    entry.name,
+                    values.len(),
+                    entry.numel()
+                ));
             }
             if entry.dtype.is_float() {
                 // negation is exact in every float format
@@ -74,10 +82,18 @@ fn exercise(bytes: Vec<u8>, dir: &Path, external: bool) -> Result<Outcome, Strin
         let _ = model.to_bytes(&edits);
     }
     let out = dir.join("out").join("model.onnx");
-    match model.save(&out, &edits, &SaveOptions { overwrite: true, ..Default::default() }) {
+    match model.save(
+        &out,
+        &edits,
+        &SaveOptions {
+            overwrite: true,
+            ..Default::default()
+        },
+    ) {
         Ok(_) => {
             outcome.saved = true;
-            let again = Model::load(&out).map_err(|e| format!("saved output does not reload: {e}"))?;
+            let again =
+                Model::load(&out).map_err(|e| format!("saved output does not reload: {e}"))?;
             if again.metadata("reinit.test") != Some("mutation") {
                 return Err("saved output lost the metadata".into());
             }
@@ -85,15 +101,23 @@ fn exercise(bytes: Vec<u8>, dir: &Path, external: bool) -> Result<Outcome, Strin
                 let name = &model.tensor(id).name;
                 let want = edits.get(id).unwrap();
                 let Some(id2) = again.ids().find(|&j| {
-                    again.tensor(j).name == *name && again.tensor(j).origin == model.tensor(id).origin
+                    again.tensor(j).name == *name
+                        && again.tensor(j).origin == model.tensor(id).origin
                 }) else {
                     return Err(format!("tensor {name} missing from the output"));
                 };
-                let got = again.read_f64(id2).map_err(|e| format!("output tensor {name}: {e}"))?;
+                let got = again
+                    .read_f64(id2)
+                    .map_err(|e| format!("output tensor {name}: {e}"))?;
                 let same = got.len() == want.len()
-                    && got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                    && got
+                        .iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
                 if !same {
-                    return Err(format!("tensor {name}: output values are not the edited ones"));
+                    return Err(format!(
+                        "tensor {name}: output values are not the edited ones"
+                    ));
                 }
             }
         }
@@ -136,7 +160,12 @@ fn mutated_fixtures_load_cleanly_or_fail_cleanly() {
         .map(|p| {
             let bytes = std::fs::read(p).unwrap();
             let fields = scan(&bytes);
-            assert!(fields.len() > 10, "{}: scanner found {} fields", p.display(), fields.len());
+            assert!(
+                fields.len() > 10,
+                "{}: scanner found {} fields",
+                p.display(),
+                fields.len()
+            );
             (p.clone(), bytes, fields)
         })
         .collect();
@@ -207,8 +236,16 @@ fn mutated_fixtures_load_cleanly_or_fail_cleanly() {
         totals[2],
         totals[3]
     );
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
-    assert!(cases < 100 || totals[1] > cases / 10, "too few mutations were refused: the generator is too mild");
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        cases < 100 || totals[1] > cases / 10,
+        "too few mutations were refused: the generator is too mild"
+    );
 }
 
 #[test]
@@ -219,7 +256,8 @@ fn the_generator_is_deterministic_and_covers_every_kind() {
         let a = mutate(&original, &fields, kind, &mut Rng::new(42 + kind as u64));
         let b = mutate(&original, &fields, kind, &mut Rng::new(42 + kind as u64));
         assert_eq!(a, b, "{}", KINDS[kind]);
-        let differs = (0..8).any(|s| mutate(&original, &fields, kind, &mut Rng::new(s)) != original);
+        let differs =
+            (0..8).any(|s| mutate(&original, &fields, kind, &mut Rng::new(s)) != original);
         assert!(differs, "{} never changes the file", KINDS[kind]);
     }
 }

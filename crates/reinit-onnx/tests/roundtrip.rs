@@ -316,3 +316,53 @@ fn wrong_value_count_or_dtype_is_a_clean_error() {
     let err = model.to_bytes(&edits).unwrap_err().to_string();
     assert!(err.contains(&model.tensor(id).name), "{err}");
 }
+
+#[test]
+fn deferred_external_tensors_are_produced_during_the_save() {
+    use reinit_onnx::{DeferredValues, TensorId};
+    struct Halves<'a>(&'a Model, std::sync::Mutex<Vec<TensorId>>);
+    impl DeferredValues for Halves<'_> {
+        fn values(&self, id: TensorId) -> Result<Vec<f64>, reinit_onnx::Error> {
+            self.1.lock().unwrap().push(id);
+            Ok(self.0.read_f64(id)?.iter().map(|v| v * 0.5).collect())
+        }
+    }
+    let model = Model::load(fixtures().join("tiny_resnet_bn_external.onnx")).unwrap();
+    let external: Vec<_> = model
+        .ids()
+        .filter(|&id| {
+            matches!(model.tensor(id).storage, Storage::External(_))
+                && model.tensor(id).dtype.is_float()
+        })
+        .take(3)
+        .collect();
+    let mut edits = Edits::default();
+    for &id in &external {
+        edits.defer(id);
+    }
+    let source = Halves(&model, Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d.onnx");
+    model
+        .save_deferred(&out, &edits, &source, &SaveOptions::default())
+        .unwrap();
+    assert_eq!(
+        *source.1.lock().unwrap(),
+        external,
+        "each deferred tensor produced once, in order"
+    );
+    let reloaded = Model::load(&out).unwrap();
+    for id in model.ids() {
+        let expected: Vec<f64> = model
+            .read_f64(id)
+            .unwrap()
+            .iter()
+            .map(|v| if external.contains(&id) { v * 0.5 } else { *v })
+            .collect();
+        assert_eq!(reloaded.read_f64(id).unwrap(), expected);
+    }
+    // Without a source, a deferred save is an error and writes nothing.
+    let err = model.save(dir.path().join("e.onnx"), &edits, &SaveOptions::default());
+    assert!(err.is_err());
+    assert!(!dir.path().join("e.onnx").exists() && !dir.path().join("e.onnx.data").exists());
+}

@@ -1,11 +1,19 @@
-//! Applying a plan: fill every planned weight from its own random stream (in
-//! parallel; results do not depend on the thread count), convert to the stored
-//! layout and collect the edits and the report.
+//! Applying a plan: fill every planned weight from its own random stream,
+//! convert to the stored layout and collect the edits and the report.
+//!
+//! Embedded weights are filled up front, in parallel (results do not depend on
+//! the thread count: each weight has its own stream). Externally stored weights
+//! are *deferred*: [`write`](crate::write) fills each one when the save reaches
+//! it in the data file, so a model with gigabytes of external data is rewritten
+//! with memory for one tensor at a time, not the whole model.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use reinit_onnx::{DType, Edits, Model, TensorId};
+use reinit_graph::OperandLayout;
+use reinit_onnx::{DType, DeferredValues, Edits, Model, Storage, TensorId};
 use reinit_schemes::{
     CastFormat, LayerInit, NormSpec, Scheme, SchemeError, Stream, init_layer, init_norm,
     orthogonality_error_after_cast,
@@ -22,6 +30,8 @@ pub struct Applied {
     pub report: Report,
     /// EOI masks in stored layout, by initializer name (`--mask-out`).
     pub masks: Vec<Mask>,
+    /// Indices into `plan.weights` of the weights filled during the save.
+    pub deferred: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -31,11 +41,13 @@ pub struct Mask {
     pub values: Vec<bool>,
 }
 
-struct Filled {
-    scheme: Scheme,
-    init: LayerInit,
+/// One filled weight: new values in stored layout, its bias, and its report.
+struct Realized {
+    tensor: TensorId,
     stored: Vec<f64>,
-    note: Option<String>,
+    report: WeightReport,
+    bias: Option<(TensorId, Vec<f64>, WeightReport)>,
+    mask: Option<Mask>,
 }
 
 /// Fills every weight of `plan` from `seed`.
@@ -51,77 +63,51 @@ pub fn apply_with_progress(
     tick: &(dyn Fn() + Sync),
 ) -> Result<Applied, Error> {
     let start = Instant::now();
-    let filled: Vec<Result<Option<Filled>, Error>> = plan
-        .weights
+    let deferred: Vec<usize> = (0..plan.weights.len())
+        .filter(|&i| is_deferred(model, plan, i))
+        .collect();
+    let eager: Vec<usize> = (0..plan.weights.len())
+        .filter(|i| !deferred.contains(i))
+        .collect();
+    let realized: Vec<Result<Option<Realized>, Error>> = eager
         .par_iter()
-        .map(|w| {
-            let result = fill(model, plan, w, seed);
+        .map(|&i| {
+            let result = realize(model, plan, &plan.weights[i], seed);
             tick();
             result
         })
         .collect();
     let mut edits = Edits::default();
-    let mut weights = Vec::new();
-    let mut kept = plan.kept.clone();
+    let mut report = Report {
+        schema_version: 1,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        model: model.path().display().to_string(),
+        output: None,
+        seed,
+        scheme: plan.options.scheme.clone(),
+        dry_run: false,
+        weights: Vec::new(),
+        kept: plan.kept.clone(),
+        warnings: plan.warnings.clone(),
+        timings_ms: Timings::default(),
+    };
     let mut masks = Vec::new();
-    for (w, result) in plan.weights.iter().zip(filled) {
-        let Some(filled) = result? else {
-            kept.push(Kept {
-                name: w.name.clone(),
-                reason: format!(
-                    "{} does not cover this layer (--fallback keep)",
-                    w.scheme.name()
-                ),
-            });
-            continue;
-        };
-        let entry = model.tensor(w.tensor);
-        let before = Stats::of(&model.read_f64(w.tensor).map_err(Error::Load)?);
-        let mut notes = filled.init.notes.clone();
-        notes.extend(filled.note.clone());
-        weights.push(WeightReport {
-            name: w.name.clone(),
-            node: w.node.clone(),
-            kind: plan.analysis.layers[w.layer].kind.name().into(),
-            role: w.role.clone(),
-            shape: entry.dims.clone(),
-            dtype: entry.dtype.name(),
-            scheme: filled.scheme.name().into(),
-            params: format!("{:?}", filled.scheme),
-            reason: w.reason.clone(),
-            notes,
-            before,
-            after: Stats::of(&filled.stored),
-            orthogonality_error: orthogonality(&filled, w, entry.dtype),
-        });
-        if let Some(mask) = &filled.init.mask {
-            let layer = &plan.analysis.layers[w.layer];
-            let as_f64: Vec<f64> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-            let stored = layer.canonical_to_stored(&as_f64);
-            masks.push(Mask {
-                name: w.name.clone(),
-                shape: entry.dims.clone(),
-                values: stored.iter().map(|&v| v != 0.0).collect(),
-            });
+    for (&i, result) in eager.iter().zip(realized) {
+        match result? {
+            Some(r) => record(r, &mut edits, &mut report, &mut masks),
+            None => report.kept.push(not_covered(&plan.weights[i])),
         }
-        if let (Some(bias), Some(bias_id)) = (&filled.init.bias, plan.analysis.layers[w.layer].bias)
-        {
-            set_bias(
-                model,
-                &mut edits,
-                &mut weights,
-                w,
-                bias_id,
-                bias,
-                filled.scheme,
-            )?;
+    }
+    for &i in &deferred {
+        let w = &plan.weights[i];
+        edits.defer(w.tensor);
+        if let Some(bias) = plan.analysis.layers[w.layer].bias {
+            edits.defer(bias);
         }
-        edits.set(w.tensor, filled.stored);
     }
     for norm in &plan.norms {
-        let channels = model.tensor(norm.scale).numel();
         let spec = NormSpec {
-            channels,
+            channels: model.tensor(norm.scale).numel(),
             after_branch_last: norm.after_branch_last,
         };
         if let Some(init) = init_norm(&norm.scheme, &spec, &plan.options.norms) {
@@ -134,95 +120,159 @@ pub fn apply_with_progress(
             }
         }
     }
-    let report = Report {
-        schema_version: 1,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        model: model.path().display().to_string(),
-        output: None,
-        seed,
-        scheme: plan.options.scheme.clone(),
-        dry_run: false,
-        weights,
-        kept,
-        warnings: plan.warnings.clone(),
-        timings_ms: Timings {
-            init: start.elapsed().as_secs_f64() * 1e3,
-            ..Default::default()
-        },
-    };
+    report.timings_ms.init = start.elapsed().as_secs_f64() * 1e3;
     Ok(Applied {
         edits,
         report,
         masks,
+        deferred,
     })
 }
 
-fn fill(model: &Model, plan: &Plan, w: &PlannedWeight, seed: u64) -> Result<Option<Filled>, Error> {
+fn record(r: Realized, edits: &mut Edits, report: &mut Report, masks: &mut Vec<Mask>) {
+    report.weights.push(r.report);
+    if let Some((id, values, bias_report)) = r.bias {
+        report.weights.push(bias_report);
+        edits.set(id, values);
+    }
+    masks.extend(r.mask);
+    edits.set(r.tensor, r.stored);
+}
+
+fn not_covered(w: &PlannedWeight) -> Kept {
+    Kept {
+        name: w.name.clone(),
+        reason: format!(
+            "{} does not cover this layer (--fallback keep)",
+            w.scheme.name()
+        ),
+    }
+}
+
+/// Weights stored in external data (and their biases, if external too) are
+/// filled during the save.
+fn is_deferred(model: &Model, plan: &Plan, index: usize) -> bool {
+    let w = &plan.weights[index];
+    let external = |id: TensorId| matches!(model.tensor(id).storage, Storage::External(_));
+    external(w.tensor) && plan.analysis.layers[w.layer].bias.is_none_or(external)
+}
+
+/// Runs the scheme (or its fallback) for one weight; `None` when neither covers it.
+fn realize(
+    model: &Model,
+    plan: &Plan,
+    w: &PlannedWeight,
+    seed: u64,
+) -> Result<Option<Realized>, Error> {
     let run = |scheme: &Scheme| {
         let mut stream = Stream::new(seed, &w.name, scheme.name());
         init_layer(scheme, &w.spec, &mut stream)
+    };
+    let scheme_error = |scheme: &Scheme, source| Error::Scheme {
+        tensor: w.name.clone(),
+        scheme: scheme.name().into(),
+        source: Box::new(source),
     };
     let (scheme, init, note) = match run(&w.scheme) {
         Ok(init) => (w.scheme, init, None),
         Err(SchemeError::Unsupported { reason, .. } | SchemeError::Infeasible { reason, .. }) => {
             match &w.fallback {
                 Some(fb) => {
-                    let init = run(fb).map_err(|source| Error::Scheme {
-                        tensor: w.name.clone(),
-                        scheme: fb.name().into(),
-                        source: Box::new(source),
-                    })?;
-                    let note = format!(
-                        "{} not applicable ({reason}); fallback {}",
-                        w.scheme.name(),
-                        fb.name()
-                    );
-                    (*fb, init, Some(note))
+                    let init = run(fb).map_err(|e| scheme_error(fb, e))?;
+                    (
+                        *fb,
+                        init,
+                        Some(format!(
+                            "{} not applicable ({reason}); fallback {}",
+                            w.scheme.name(),
+                            fb.name()
+                        )),
+                    )
                 }
                 None => return Ok(None),
             }
         }
-        Err(source) => {
-            return Err(Error::Scheme {
-                tensor: w.name.clone(),
-                scheme: w.scheme.name().into(),
-                source: Box::new(source),
-            });
-        }
+        Err(source) => return Err(scheme_error(&w.scheme, source)),
     };
-    let layer = &plan.analysis.layers[w.layer];
-    if init.weight.len() != model.tensor(w.tensor).numel() {
+    let entry = model.tensor(w.tensor);
+    if init.weight.len() != entry.numel() {
         return Err(Error::Unsupported(format!(
             "weight '{}': {} filled {} values for {} stored",
             w.name,
             scheme.name(),
             init.weight.len(),
-            model.tensor(w.tensor).numel()
+            entry.numel()
         )));
     }
-    let stored = layer.canonical_to_stored(&init.weight);
-    Ok(Some(Filled {
-        scheme,
-        init,
-        stored,
-        note,
+    let layer = &plan.analysis.layers[w.layer];
+    let mut notes = init.notes.clone();
+    notes.extend(note);
+    let report = WeightReport {
+        name: w.name.clone(),
+        node: w.node.clone(),
+        kind: layer.kind.name().into(),
+        role: w.role.clone(),
+        shape: entry.dims.clone(),
+        dtype: entry.dtype.name(),
+        scheme: scheme.name().into(),
+        params: format!("{scheme:?}"),
+        reason: w.reason.clone(),
+        notes,
+        before: Stats::of(&model.read_f64(w.tensor).map_err(Error::Load)?),
+        after: Stats::of(&init.weight),
+        orthogonality_error: orthogonality(&scheme, &init, w, entry.dtype),
+    };
+    let mask = init.mask.as_ref().map(|mask| {
+        let as_f64: Vec<f64> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+        Mask {
+            name: w.name.clone(),
+            shape: entry.dims.clone(),
+            values: to_stored(layer, as_f64).iter().map(|&v| v != 0.0).collect(),
+        }
+    });
+    let bias = match (&init.bias, layer.bias) {
+        (Some(values), Some(id)) => {
+            bias_report(model, w, id, values, scheme)?.map(|r| (id, values.clone(), r))
+        }
+        _ => None,
+    };
+    let LayerInit { weight, .. } = init;
+    Ok(Some(Realized {
+        tensor: w.tensor,
+        stored: to_stored(layer, weight),
+        report,
+        bias,
+        mask,
     }))
 }
 
-fn set_bias(
+/// Canonical → stored layout; a move when the two coincide (Gemm transB=1,
+/// Conv), so large weights are not copied.
+fn to_stored(layer: &reinit_graph::Layer, canonical: Vec<f64>) -> Vec<f64> {
+    let identity = layer.layout.steps.is_empty()
+        && matches!(
+            layer.layout.operand,
+            OperandLayout::OutIn | OperandLayout::Conv
+        );
+    if identity {
+        canonical
+    } else {
+        layer.canonical_to_stored(&canonical)
+    }
+}
+
+fn bias_report(
     model: &Model,
-    edits: &mut Edits,
-    weights: &mut Vec<WeightReport>,
     w: &PlannedWeight,
     bias_id: TensorId,
     bias: &[f64],
     scheme: Scheme,
-) -> Result<(), Error> {
+) -> Result<Option<WeightReport>, Error> {
     let entry = model.tensor(bias_id);
     if entry.numel() != bias.len() || !entry.dtype.is_float() {
-        return Ok(()); // not the per-output bias the scheme describes
+        return Ok(None); // not the per-output bias the scheme describes
     }
-    weights.push(WeightReport {
+    Ok(Some(WeightReport {
         name: entry.name.clone(),
         node: w.node.clone(),
         kind: "bias".into(),
@@ -236,18 +286,21 @@ fn set_bias(
         before: Stats::of(&model.read_f64(bias_id).map_err(Error::Load)?),
         after: Stats::of(bias),
         orthogonality_error: None,
-    });
-    edits.set(bias_id, bias.to_vec());
-    Ok(())
+    }))
 }
 
 /// Orthogonality error after rounding to the tensor's dtype, for the schemes
 /// that promise orthogonality.
-fn orthogonality(filled: &Filled, w: &PlannedWeight, dtype: DType) -> Option<f64> {
-    if !matches!(filled.scheme, Scheme::Orthogonal(_) | Scheme::Critical(_)) || w.spec.groups != 1 {
+fn orthogonality(
+    scheme: &Scheme,
+    init: &LayerInit,
+    w: &PlannedWeight,
+    dtype: DType,
+) -> Option<f64> {
+    if !matches!(scheme, Scheme::Orthogonal(_) | Scheme::Critical(_)) || w.spec.groups != 1 {
         return None;
     }
-    let weight = &filled.init.weight;
+    let weight = &init.weight;
     let rows = w.spec.n_out;
     let cols = weight.len() / rows.max(1);
     // The gain is whatever the scheme chose: g² = ‖M‖² / min(rows, cols).
@@ -267,4 +320,139 @@ fn orthogonality(filled: &Filled, w: &PlannedWeight, dtype: DType) -> Option<f64
     Some(orthogonality_error_after_cast(
         weight, rows, cols, gain, format,
     ))
+}
+
+/// The value source for deferred weights: fills a weight when the save asks
+/// for it (or for its bias), and records its report and mask.
+pub(crate) struct Deferred<'a> {
+    model: &'a Model,
+    plan: &'a Plan,
+    seed: u64,
+    /// Tensor id → index into `plan.weights`, for weights and their biases.
+    owners: HashMap<TensorId, usize>,
+    /// Values filled early because the other tensor of the pair was asked first.
+    pending: Mutex<HashMap<TensorId, Vec<f64>>>,
+    done: Mutex<Vec<(usize, Option<Realized>)>>,
+}
+
+impl<'a> Deferred<'a> {
+    pub fn new(model: &'a Model, plan: &'a Plan, applied: &Applied) -> Deferred<'a> {
+        let mut owners = HashMap::new();
+        for &i in &applied.deferred {
+            let w = &plan.weights[i];
+            owners.insert(w.tensor, i);
+            if let Some(bias) = plan.analysis.layers[w.layer].bias {
+                owners.insert(bias, i);
+            }
+        }
+        Deferred {
+            model,
+            plan,
+            seed: applied.report.seed,
+            owners,
+            pending: Mutex::default(),
+            done: Mutex::default(),
+        }
+    }
+
+    /// Fills every deferred weight not yet produced (for a dry run), keeping
+    /// only its statistics.
+    pub fn fill_remaining(&self, applied: &Applied) -> Result<(), Error> {
+        for &i in &applied.deferred {
+            let produced = self
+                .done
+                .lock()
+                .map(|d| d.iter().any(|(j, _)| *j == i))
+                .unwrap_or(false);
+            if !produced {
+                self.realize_index(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The weight's values and its bias, in stored layout; `None` when the
+    /// scheme does not cover the layer.
+    #[allow(clippy::type_complexity)]
+    fn realize_index(
+        &self,
+        index: usize,
+    ) -> Result<Option<(TensorId, Vec<f64>, Option<(TensorId, Vec<f64>)>)>, Error> {
+        let w = &self.plan.weights[index];
+        let realized = realize(self.model, self.plan, w, self.seed)?;
+        let mut done = self
+            .done
+            .lock()
+            .map_err(|_| Error::Unsupported("poisoned lock".into()))?;
+        let Some(mut r) = realized else {
+            done.push((index, None));
+            return Ok(None);
+        };
+        let stored = std::mem::take(&mut r.stored);
+        let bias = r.bias.as_ref().map(|(id, v, _)| (*id, v.clone()));
+        done.push((index, Some(r)));
+        Ok(Some((w.tensor, stored, bias)))
+    }
+
+    /// Moves the recorded reports, masks and kept entries into `applied`.
+    pub fn finish(self, applied: &mut Applied) {
+        let mut done = self.done.into_inner().unwrap_or_default();
+        done.sort_by_key(|(i, _)| *i);
+        done.dedup_by_key(|(i, _)| *i);
+        for (i, realized) in done {
+            match realized {
+                Some(r) => {
+                    applied.report.weights.push(r.report);
+                    if let Some((_, _, bias_report)) = r.bias {
+                        applied.report.weights.push(bias_report);
+                    }
+                    applied.masks.extend(r.mask);
+                }
+                None => applied.report.kept.push(not_covered(&self.plan.weights[i])),
+            }
+        }
+    }
+}
+
+impl DeferredValues for Deferred<'_> {
+    fn values(&self, id: TensorId) -> Result<Vec<f64>, reinit_onnx::Error> {
+        let unchanged = || self.model.read_f64(id);
+        if let Some(values) = self.pending.lock().ok().and_then(|mut p| p.remove(&id)) {
+            return Ok(values);
+        }
+        let Some(&index) = self.owners.get(&id) else {
+            return unchanged();
+        };
+        let to_onnx = |e: Error| match e {
+            Error::Load(e) | Error::Save(e) => e,
+            other => reinit_onnx::Error::Tensor {
+                path: self.model.path().to_path_buf(),
+                tensor: self.model.tensor(id).name.clone(),
+                reason: other.to_string(),
+            },
+        };
+        // Not covered by the scheme: the tensor keeps its values.
+        let Some((weight_id, weight, bias)) = self.realize_index(index).map_err(to_onnx)? else {
+            return unchanged();
+        };
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| to_onnx(Error::Unsupported("poisoned lock".into())))?;
+        if weight_id == id {
+            if let Some((bias_id, values)) = bias {
+                pending.insert(bias_id, values);
+            }
+            Ok(weight)
+        } else {
+            pending.insert(weight_id, weight);
+            match bias {
+                Some((bias_id, values)) if bias_id == id => Ok(values),
+                _ => {
+                    drop(pending);
+                    unchanged()
+                }
+            }
+        }
+    }
 }

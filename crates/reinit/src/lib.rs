@@ -13,10 +13,10 @@
 //! let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/mlp_tanh.onnx"))?;
 //! let options = PlanOptions { scheme: "orthogonal".into(), ..Default::default() };
 //! let plan = plan(&model, &options)?;
-//! let applied = apply(&model, &plan, 42)?;
+//! let mut applied = apply(&model, &plan, 42)?;
 //! assert!(applied.report.weights.iter().all(|w| w.scheme == "orthogonal"));
 //! let out = dir.path().join("mlp_tanh.orthogonal.onnx");
-//! reinit::write(&model, &applied, &out, &SaveOptions::default())?;
+//! reinit::write(&model, &plan, &mut applied, &out, &SaveOptions::default())?;
 //! assert!(Model::load(&out)?.metadata("reinit.seed") == Some("42"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -43,14 +43,35 @@ use reinit_onnx::{Model, SaveOptions, SaveReport};
 
 /// Saves `model` with `applied`'s edits, recording the run in `metadata_props`
 /// (`reinit.version`, `reinit.scheme`, `reinit.seed`, `reinit.options`).
+/// Deferred (externally stored) weights are filled as the data file is
+/// written; their entries join `applied.report` afterwards.
 pub fn write(
     model: &Model,
-    applied: &Applied,
+    plan: &Plan,
+    applied: &mut Applied,
     path: &Path,
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
     let edits = with_metadata(applied);
-    model.save(path, &edits, options).map_err(Error::Save)
+    let source = apply::Deferred::new(model, plan, applied);
+    let saved = model
+        .save_deferred(path, &edits, &source, options)
+        .map_err(Error::Save)?;
+    source.finish(applied);
+    Ok(saved)
+}
+
+/// For a dry run: fills the deferred weights one at a time for their
+/// statistics, writing nothing.
+pub fn finish_without_writing(
+    model: &Model,
+    plan: &Plan,
+    applied: &mut Applied,
+) -> Result<(), Error> {
+    let source = apply::Deferred::new(model, plan, applied);
+    source.fill_remaining(applied)?;
+    source.finish(applied);
+    Ok(())
 }
 
 /// The edits plus the run's metadata entries.

@@ -112,8 +112,10 @@ fn rewrite(
             in_place: args.in_place,
             data_file: None,
         };
-        reinit::write(&model, &applied, output, &save)?;
+        reinit::write(&model, &plan, &mut applied, output, &save)?;
         applied.report.output = Some(output.display().to_string());
+    } else {
+        reinit::finish_without_writing(&model, &plan, &mut applied)?;
     }
     if let Some(mask_out) = &args.mask_out
         && output.is_some()
