@@ -1,0 +1,95 @@
+//! Big models (issue 7), ignored by default: generates a model with
+//! `REINIT_BIG_LAYERS` (3) float32 tensors of `REINIT_BIG_N`² (16384² = 1 GiB
+//! each) in one external data file (created sparse), rewrites it with
+//! `--scheme he`, and samples the child's peak RSS (VmHWM in /proc/PID/status).
+//! Needs ~2 × layers GiB of free disk under $TMPDIR (the output data is real).
+//!
+//!     cargo test -p reinit --test big_model -- --ignored --nocapture
+//!     REINIT_BIG_N=8192 cargo test -p reinit --test big_model -- --ignored --nocapture   # 256 MiB tensors
+//!
+//! The bound asserted is the issue's: peak RSS ≤ largest tensor + 256 MiB.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+#[ignore = "writes several GB; run by hand (see the file's doc comment)"]
+fn rewrite_several_gb_of_external_data_within_the_memory_bound() {
+    let n: u64 = std::env::var("REINIT_BIG_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16384);
+    let layers: usize = std::env::var("REINIT_BIG_LAYERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let input = external_mlp(&tmp.path().join("in"), "big.onnx", n, layers);
+    let out = tmp.path().join("out.onnx");
+    let tensor = n * n * 4;
+    let t0 = Instant::now();
+    let mut child = Command::new(bin())
+        .args([
+            input.to_str().unwrap(),
+            "--scheme",
+            "he",
+            "--seed",
+            "1",
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(k) = vm_hwm_kib(pid) {
+            peak = peak.max(k);
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = t0.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    let data_len = std::fs::metadata(tmp.path().join("out.onnx.data"))
+        .unwrap()
+        .len();
+    assert_eq!(data_len, tensor * layers as u64);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "big model: {layers} × {n}² f32 = {:.0} MiB external data, largest tensor {:.0} MiB; \
+         peak RSS (VmHWM, sampled every 20 ms) {:.0} MiB; {:.1} s",
+        mib(tensor * layers as u64),
+        mib(tensor),
+        peak as f64 / 1024.0,
+        elapsed.as_secs_f64()
+    );
+    let bound = tensor + (256 << 20);
+    assert!(
+        peak * 1024 <= bound,
+        "peak RSS {:.0} MiB > largest tensor + 256 MiB = {:.0} MiB",
+        peak as f64 / 1024.0,
+        mib(bound)
+    );
+}
