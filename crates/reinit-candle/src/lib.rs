@@ -1,4 +1,64 @@
-//! reinit-candle
+//! # reinit-candle — run an ONNX graph as a trainable candle network
+//!
+//! Answers "will this starting point train?" for a user's own exported graph:
+//! an [`Executor`] runs the ONNX graph over candle tensors with every float
+//! initializer a trainable [`candle_core::Var`]; [`train`] fits it to a task
+//! chosen from its inputs; [`probes`] measure signal propagation, gradient
+//! norms and Jacobian singular values; [`verify`] does all of it for several
+//! initialisations side by side. It knows nothing of init schemes (that is
+//! `reinit-schemes`) and does not rewrite files (`reinit-onnx`).
+//!
+//! ## For the CLI (`reinit verify`)
+//! ```no_run
+//! use reinit_candle::{VerifyConfig, render_table, verify, write_json};
+//! # let (he, orth): (reinit_onnx::Model, reinit_onnx::Model) = todo!();
+//! let models = vec![("he".to_string(), he), ("orthogonal".to_string(), orth)];
+//! let mut config = VerifyConfig::default();          // 100 steps, batch 16, AdamW 3e-3
+//! config.plot_dir = Some("plots".into());            // loss.svg, signal.svg, jacobian_sv.svg
+//! let report = verify(&models, &config)?;            // same seed and data order per run
+//! print!("{}", render_table(&report));
+//! write_json(&report, "report.json".as_ref())?;      // or serde_json::to_string(&report)
+//! # Ok::<(), reinit_candle::ExecError>(())
+//! ```
+//! The schemes are applied in memory by the caller: build each `Model` with
+//! `Model::from_bytes(model.to_bytes(&edits)?, base_dir)`. `--steps/--lr/--batch/
+//! --seed` map to `config.train.{steps, lr, batch, seed}`, `--device` to
+//! `config.train.device` (`Device::new_cuda(0)` with the `cuda` feature),
+//! `--input-shape` to `config.train.input_shape` (per-sample shape), and a
+//! sparse scheme's zero pattern to `config.masks[label]` ([`Mask`]:
+//! weight name → `true` = free, `false` = held at exactly zero).
+//!
+//! JSON schema (`VerifyReport`): `{steps, lr, batch, seed, optimizer, runs: [
+//! {scheme, task, loss: [f32 per step], initial_loss, final_loss, heldout:
+//! {metric: "accuracy"|"mse", value}, verdict: "trains"|"stalled"|"diverged",
+//! signal: [[layer, q]], signal_detail: {input_q, layers: [{layer, q, mean,
+//! spread}], ratio, flag}, grad_norms: {weight: norm}, grad_ratio_first_last,
+//! jacobian: {mean_sq_sv, var_sq_sv, min_sv, max_sv, method, singular_values} |
+//! null, mask_exact, micro_batch, seconds}]}`.
+//!
+//! Verdict rule ([`Verdict::judge`]): `diverged` if any loss is NaN/inf;
+//! `trains` if the mean loss of the last tenth of the steps is ≤ 0.9 × the mean
+//! of the first twentieth; otherwise `stalled`.
+//!
+//! ## Tasks ([`Task::for_model`])
+//! Axis 0 of the first graph input is the batch axis. Float input of per-sample
+//! shape `[64]` or `[1, 8, 8]` with 10 classes → the digits set
+//! (`fixtures/digits.bin`, or `$REINIT_DIGITS`); other image-like float inputs
+//! with a class output → class-dependent patterns (a random prototype per class
+//! plus noise); other float inputs with a class output → labels of a fixed
+//! random tanh teacher; non-class outputs → MSE to the same graph with resampled
+//! weights; integer (token) inputs → Markov-chain token sequences (next-token
+//! targets when the output width equals the vocabulary). Graphs that fix the
+//! batch to 1 (static reshapes) run one sample at a time (`micro_batch`).
+//!
+//! ## candle 0.11 workarounds (see `stack.md` §2)
+//! Conv 1-D runs as conv2d on `[N,C,1,L]`, Conv 3-D as a sum of conv2d over depth
+//! taps; inputs are cropped so candle's strided conv2d backward returns the
+//! right shape; MaxPool/AveragePool are built from pad/narrow/reshape + max/sum
+//! (exact gradients for padded, overlapping, dilated, ceil-mode windows);
+//! Softmax and the norms are composed ops; all random tensors come from our
+//! seeded ChaCha8 [`Rng`]. Every differentiable op is checked against finite
+//! differences in f64 (`ops::gradcheck`).
 mod data;
 mod error;
 mod executor;

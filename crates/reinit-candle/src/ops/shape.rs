@@ -83,7 +83,7 @@ pub fn target_shape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Ve
     }
     if let Some(i) = infer {
         let known: usize = out.iter().product();
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(OpError(format!("cannot reshape {input:?} to {spec:?}")));
         }
         out[i] = total / known;
