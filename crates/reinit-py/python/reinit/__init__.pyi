@@ -1,0 +1,70 @@
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ._errors import (
+    InvalidModelError as InvalidModelError,
+    LoadIntoError as LoadIntoError,
+    ReinitError as ReinitError,
+    ReinitIOError as ReinitIOError,
+    UnsafeModelError as UnsafeModelError,
+    UnsupportedError as UnsupportedError,
+    UsageError as UsageError,
+)
+
+__version__: str
+SCHEME_PARAMETERS: Tuple[str, ...]
+PARAMETERS: Tuple[str, ...]
+
+PathLike = Union[str, "os.PathLike[str]"]
+#: a path, the serialized model, an ``onnx.ModelProto`` (or a Report, for load_into)
+ModelLike = Union[PathLike, bytes, bytearray, memoryview, Any]
+
+class Report:
+    schema_version: int
+    tool_version: str
+    model: str
+    output: Optional[str]
+    seed: int
+    scheme: str
+    dry_run: bool
+    weights: List[Dict[str, Any]]
+    kept: List[Dict[str, str]]
+    warnings: List[str]
+    timings_ms: Dict[str, float]
+    #: the rewritten model: ModelProto (for a ModelProto), bytes (bytes, or a path without output), or None
+    result: Any
+    def __init__(self, doc: Dict[str, Any], summary: str, table: str, result: Any = ...) -> None: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+    def to_json(self, indent: Optional[int] = ...) -> str: ...
+    def summary(self) -> str: ...
+    def table(self) -> str: ...
+    def __getitem__(self, key: str) -> Any: ...
+
+def apply(
+    model: ModelLike,
+    scheme: str,
+    *,
+    seed: Optional[int] = ...,
+    output: Optional[PathLike] = ...,
+    density: Optional[float] = ...,
+    sparsity_distribution: Optional[str] = ...,
+    gain: Optional[float] = ...,
+    distribution: Optional[str] = ...,
+    fan_mode: Optional[str] = ...,
+    sigma_b: Optional[float] = ...,
+    tau: Optional[float] = ...,
+    epsilon: Optional[float] = ...,
+    q_star: Optional[float] = ...,
+    submatrix: Optional[str] = ...,
+    more_nonzeros: Optional[bool] = ...,
+    rules: Union[PathLike, Sequence[Mapping[str, Any]], None] = ...,
+    only: Optional[str] = ...,
+    exclude: Optional[str] = ...,
+    fallback: str = ...,
+    zero_init_last_gamma: bool = ...,
+    force: bool = ...,
+    in_place: bool = ...,
+    dry_run: bool = ...,
+    mask_out: Optional[PathLike] = ...,
+) -> Report: ...
+def inspect(model: ModelLike) -> Dict[str, Any]: ...
