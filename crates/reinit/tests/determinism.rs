@@ -6,10 +6,25 @@ mod common;
 use common::*;
 
 const SCHEMES: &[&str] = &[
-    "he", "xavier", "lecun", "torch-default", "orthogonal", "delta-orthogonal", "critical", "eoi",
-    "idinit", "relu-share", "fixup", "lsuv", "auto",
+    "he",
+    "xavier",
+    "lecun",
+    "torch-default",
+    "orthogonal",
+    "delta-orthogonal",
+    "critical",
+    "eoi",
+    "idinit",
+    "relu-share",
+    "fixup",
+    "lsuv",
+    "auto",
 ];
-const MODELS: &[&str] = &["tiny_resnet_bn_external.onnx", "tiny_transformer_tied_nofold.onnx", "mlp_relu.onnx"];
+const MODELS: &[&str] = &[
+    "tiny_resnet_bn_external.onnx",
+    "tiny_transformer_tied_nofold.onnx",
+    "mlp_relu.onnx",
+];
 
 #[test]
 fn same_seed_same_sha256_across_runs_and_thread_counts() {
@@ -24,7 +39,16 @@ fn same_seed_same_sha256_across_runs_and_thread_counts() {
                 std::fs::create_dir(&dir).unwrap();
                 let out = dir.join("out.onnx"); // same file name: it is recorded as the data location
                 run_ok(
-                    &[input.to_str().unwrap(), "--scheme", scheme, "--seed", "2024", "-q", "-o", out.to_str().unwrap()],
+                    &[
+                        input.to_str().unwrap(),
+                        "--scheme",
+                        scheme,
+                        "--seed",
+                        "2024",
+                        "-q",
+                        "-o",
+                        out.to_str().unwrap(),
+                    ],
                     &[("RAYON_NUM_THREADS", threads)],
                 );
                 let mut h = sha256(&out);
@@ -39,7 +63,11 @@ fn same_seed_same_sha256_across_runs_and_thread_counts() {
             }
         }
     }
-    assert!(failures.is_empty(), "not deterministic:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "not deterministic:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -51,7 +79,19 @@ fn different_seeds_give_different_files() {
             .iter()
             .map(|seed| {
                 let out = tmp.path().join(format!("{scheme}-{seed}.onnx"));
-                run_ok(&[input.to_str().unwrap(), "--scheme", scheme, "--seed", seed, "-q", "-o", out.to_str().unwrap()], &[]);
+                run_ok(
+                    &[
+                        input.to_str().unwrap(),
+                        "--scheme",
+                        scheme,
+                        "--seed",
+                        seed,
+                        "-q",
+                        "-o",
+                        out.to_str().unwrap(),
+                    ],
+                    &[],
+                );
                 sha256(&out)
             })
             .collect();

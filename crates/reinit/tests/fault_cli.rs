@@ -22,7 +22,12 @@ fn hashes(dir: &Path) -> Vec<(String, String)> {
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().unwrap().is_file())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), sha256(&e.path())))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                sha256(&e.path()),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -32,12 +37,26 @@ fn setup(name: &str) -> Case {
     let dir = tempfile::tempdir().unwrap();
     let input = copy_fixture(name, &dir.path().join("in"));
     let inputs_hash = hashes(&dir.path().join("in"));
-    Case { dir, input, inputs_hash }
+    Case {
+        dir,
+        input,
+        inputs_hash,
+    }
 }
 
 fn rewrite(case: &Case, out: &Path, seed: &str, envs: &[(&str, &str)]) -> Run {
     run(
-        &[case.input.to_str().unwrap(), "--scheme", "he", "--seed", seed, "-q", "--force", "-o", out.to_str().unwrap()],
+        &[
+            case.input.to_str().unwrap(),
+            "--scheme",
+            "he",
+            "--seed",
+            seed,
+            "-q",
+            "--force",
+            "-o",
+            out.to_str().unwrap(),
+        ],
         envs,
         Duration::from_secs(60),
     )
@@ -59,7 +78,19 @@ fn fault_sweep(name: &str) {
     let model_len = std::fs::metadata(&reference).unwrap().len();
     let data_len = std::fs::metadata(reference_dir.join("model.onnx.data")).map_or(0, |m| m.len());
     let largest = model_len.max(data_len);
-    let mut limits: Vec<u64> = vec![0, 1, 2, 100, 4095, 4096, 4097, 65536, model_len / 2, model_len - 1, model_len];
+    let mut limits: Vec<u64> = vec![
+        0,
+        1,
+        2,
+        100,
+        4095,
+        4096,
+        4097,
+        65536,
+        model_len / 2,
+        model_len - 1,
+        model_len,
+    ];
     if external {
         limits.extend([data_len / 3, data_len / 2, data_len - 1, data_len]);
     }
@@ -75,20 +106,49 @@ fn fault_sweep(name: &str) {
                 assert_eq!(rewrite(&case, &out, "1", &[]).code, Some(0));
             }
             let previous = hashes(&out_dir);
-            let r = rewrite(&case, &out, "2", &[("REINIT_FAIL_AFTER_BYTES", &n.to_string())]);
+            let r = rewrite(
+                &case,
+                &out,
+                "2",
+                &[("REINIT_FAIL_AFTER_BYTES", &n.to_string())],
+            );
             let label = format!("{name} N={n} previous={with_previous}");
             let now = hashes(&out_dir);
-            assert!(temp_leftovers(&out_dir).is_empty(), "{label}: {:?}", temp_leftovers(&out_dir));
-            assert_eq!(hashes(&case.input.parent().unwrap()), case.inputs_hash, "{label}: input touched");
+            assert!(
+                temp_leftovers(&out_dir).is_empty(),
+                "{label}: {:?}",
+                temp_leftovers(&out_dir)
+            );
+            assert_eq!(
+                hashes(&case.input.parent().unwrap()),
+                case.inputs_hash,
+                "{label}: input touched"
+            );
             match r.code {
                 Some(0) => {
-                    assert!(n >= largest, "{label}: succeeded although a write should have failed");
-                    assert_eq!(now, ref_hash, "{label}: success but not the reference output");
+                    assert!(
+                        n >= largest,
+                        "{label}: succeeded although a write should have failed"
+                    );
+                    assert_eq!(
+                        now, ref_hash,
+                        "{label}: success but not the reference output"
+                    );
                 }
                 Some(5) => {
-                    assert!(r.stderr.contains("injected write failure"), "{label}: {}", r.stderr);
-                    assert!(n < largest, "{label}: failed with a limit above every output size");
-                    assert_eq!(now, previous, "{label}: output changed after a failed write");
+                    assert!(
+                        r.stderr.contains("injected write failure"),
+                        "{label}: {}",
+                        r.stderr
+                    );
+                    assert!(
+                        n < largest,
+                        "{label}: failed with a limit above every output size"
+                    );
+                    assert_eq!(
+                        now, previous,
+                        "{label}: output changed after a failed write"
+                    );
                 }
                 other => panic!("{label}: exit {other:?}\n{}", r.stderr),
             }
@@ -112,8 +172,16 @@ fn injected_failure_in_directory_mode_and_masks() {
     let masks = case.dir.path().join("masks.safetensors");
     let out = case.dir.path().join("o.onnx");
     let r = run(
-        &[case.input.to_str().unwrap(), "--scheme", "eoi", "-q", "-o", out.to_str().unwrap(),
-          "--mask-out", masks.to_str().unwrap()],
+        &[
+            case.input.to_str().unwrap(),
+            "--scheme",
+            "eoi",
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+            "--mask-out",
+            masks.to_str().unwrap(),
+        ],
         &[("REINIT_FAIL_AFTER_BYTES", "10")],
         Duration::from_secs(60),
     );
@@ -133,15 +201,29 @@ fn sigkill_mid_write_never_leaves_a_truncated_output() {
     let input = external_mlp(&tmp.path().join("in"), "big.onnx", 2048, 3);
     let input_hashes = hashes(&tmp.path().join("in"));
     let args = |out: &Path, seed: &str| -> Vec<String> {
-        [input.to_str().unwrap(), "--scheme", "he", "--seed", seed, "-q", "--force", "-o", out.to_str().unwrap()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            input.to_str().unwrap(),
+            "--scheme",
+            "he",
+            "--seed",
+            seed,
+            "-q",
+            "--force",
+            "-o",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let ref_dir = tmp.path().join("ref");
     std::fs::create_dir(&ref_dir).unwrap();
     let a: Vec<String> = args(&ref_dir.join("m.onnx"), "2");
-    let t = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[], Duration::from_secs(120));
+    let t = run(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+        Duration::from_secs(120),
+    );
     assert_eq!(t.code, Some(0), "{}", t.stderr);
     let full = t.elapsed;
     let new: Vec<_> = hashes(&ref_dir);
@@ -151,13 +233,27 @@ fn sigkill_mid_write_never_leaves_a_truncated_output() {
     let prev_args = args(&out, "1");
     let mut mixed = 0;
     for step in 0..12u32 {
-        let _ = run(&prev_args.iter().map(String::as_str).collect::<Vec<_>>(), &[], Duration::from_secs(120));
+        let _ = run(
+            &prev_args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &[],
+            Duration::from_secs(120),
+        );
         let previous = hashes(&out_dir);
         let delay = full.mul_f64(f64::from(step) / 10.0);
         let new_args = args(&out, "2");
-        let r = run(&new_args.iter().map(String::as_str).collect::<Vec<_>>(), &[], delay);
-        let now: Vec<_> = hashes(&out_dir).into_iter().filter(|(n, _)| !n.starts_with(".reinit-")).collect();
-        let prev: Vec<_> = previous.into_iter().filter(|(n, _)| !n.starts_with(".reinit-")).collect();
+        let r = run(
+            &new_args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &[],
+            delay,
+        );
+        let now: Vec<_> = hashes(&out_dir)
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with(".reinit-"))
+            .collect();
+        let prev: Vec<_> = previous
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with(".reinit-"))
+            .collect();
         for (name, h) in &now {
             let was = prev.iter().find(|(n, _)| n == name).map(|(_, h)| h);
             let fresh = new.iter().find(|(n, _)| n == name).map(|(_, h)| h);
@@ -170,7 +266,11 @@ fn sigkill_mid_write_never_leaves_a_truncated_output() {
         if now != prev && now != new {
             mixed += 1; // model and data from different runs (killed between the two renames)
         }
-        assert_eq!(hashes(&tmp.path().join("in")), input_hashes, "input touched");
+        assert_eq!(
+            hashes(&tmp.path().join("in")),
+            input_hashes,
+            "input touched"
+        );
         for f in std::fs::read_dir(&out_dir).unwrap() {
             let name = f.unwrap().file_name().to_string_lossy().into_owned();
             if name.starts_with(".reinit-") {
@@ -178,5 +278,7 @@ fn sigkill_mid_write_never_leaves_a_truncated_output() {
             }
         }
     }
-    eprintln!("sigkill: full run {full:?}; {mixed} of 12 kills left model and data from different runs");
+    eprintln!(
+        "sigkill: full run {full:?}; {mixed} of 12 kills left model and data from different runs"
+    );
 }

@@ -12,10 +12,22 @@ use std::time::Duration;
 use common::mutate::{KINDS, Rng, mutate, scan};
 use common::*;
 
-const SCHEMES: &[&str] = &["he", "eoi", "auto", "orthogonal", "idinit", "fixup", "relu-share", "critical"];
+const SCHEMES: &[&str] = &[
+    "he",
+    "eoi",
+    "auto",
+    "orthogonal",
+    "idinit",
+    "fixup",
+    "relu-share",
+    "critical",
+];
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn check(label: &str, r: &Run, out: Option<&Path>, failures: &mut Vec<String>) {
@@ -29,9 +41,16 @@ fn check(label: &str, r: &Run, out: Option<&Path>, failures: &mut Vec<String>) {
                 if !out.exists() {
                     return bad("exit 0 but no output".into());
                 }
-                let again = run(&["inspect", out.to_str().unwrap()], &[], Duration::from_secs(10));
+                let again = run(
+                    &["inspect", out.to_str().unwrap()],
+                    &[],
+                    Duration::from_secs(10),
+                );
                 if again.code != Some(0) {
-                    return bad(format!("exit 0 but the output does not load: {}", again.stderr.trim()));
+                    return bad(format!(
+                        "exit 0 but the output does not load: {}",
+                        again.stderr.trim()
+                    ));
                 }
             }
         }
@@ -87,15 +106,31 @@ fn mutated_models_through_inspect_and_rewrite() {
         std::fs::create_dir(&out_dir).unwrap();
         let out = out_dir.join("model.onnx");
         let scheme = SCHEMES[case % SCHEMES.len()];
-        let label = format!("case {case} ({name}, {}, seed {case_seed:#x}, {scheme})", KINDS[kind]);
+        let label = format!(
+            "case {case} ({name}, {}, seed {case_seed:#x}, {scheme})",
+            KINDS[kind]
+        );
         let r = run(&["inspect", input.to_str().unwrap(), "--json"], &[], limit);
         check(&format!("{label} inspect"), &r, None, &mut failures);
         let r = run(
-            &[input.to_str().unwrap(), "--scheme", scheme, "--seed", "1", "-q", "-o", out.to_str().unwrap()],
+            &[
+                input.to_str().unwrap(),
+                "--scheme",
+                scheme,
+                "--seed",
+                "1",
+                "-q",
+                "-o",
+                out.to_str().unwrap(),
+            ],
             &[],
             limit,
         );
-        if r.code == Some(0) { ok += 1 } else { refused += 1 }
+        if r.code == Some(0) {
+            ok += 1
+        } else {
+            refused += 1
+        }
         let before = failures.len();
         check(&format!("{label} rewrite"), &r, Some(&out), &mut failures);
         if failures.len() > before {
@@ -105,7 +140,12 @@ fn mutated_models_through_inspect_and_rewrite() {
         }
     }
     eprintln!("{cases} CLI mutation cases: {ok} rewritten, {refused} refused");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// Regression (found by the mutation test): a model whose last top-level field is
@@ -115,13 +155,30 @@ fn mutated_models_through_inspect_and_rewrite() {
 fn graph_as_last_field_rewrites_to_a_valid_model() {
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
-    for name in ["mlp_tanh.onnx", "tiny_resnet_bn.onnx", "helper_if_subgraph.onnx"] {
+    for name in [
+        "mlp_tanh.onnx",
+        "tiny_resnet_bn.onnx",
+        "helper_if_subgraph.onnx",
+    ] {
         let input = dir.path().join(name);
-        std::fs::write(&input, graph_last(&std::fs::read(fixtures().join(name)).unwrap())).unwrap();
+        std::fs::write(
+            &input,
+            graph_last(&std::fs::read(fixtures().join(name)).unwrap()),
+        )
+        .unwrap();
         run_ok(&["inspect", input.to_str().unwrap()], &[]);
         let out = dir.path().join(format!("out-{name}"));
         let r = run(
-            &[input.to_str().unwrap(), "--scheme", "he", "--seed", "1", "-q", "-o", out.to_str().unwrap()],
+            &[
+                input.to_str().unwrap(),
+                "--scheme",
+                "he",
+                "--seed",
+                "1",
+                "-q",
+                "-o",
+                out.to_str().unwrap(),
+            ],
             &[],
             Duration::from_secs(30),
         );
