@@ -435,6 +435,7 @@ impl Model {
                 }
             }
         }
+        let mut appended = Vec::new();
         for (key, value) in &edits.metadata {
             let field = entry_field(key, value);
             match self.metadata.iter().find(|m| m.key == *key) {
@@ -447,20 +448,20 @@ impl Model {
                     ancestors.push(site.entry.clone());
                 }
                 None => {
-                    let mut bytes = Vec::new();
-                    wire::write_varint(u64::from(index::MODEL_METADATA << 3 | 2), &mut bytes);
-                    wire::write_varint(field.len() as u64, &mut bytes);
-                    bytes.extend_from_slice(&field);
-                    splices.push(Splice {
-                        range: buf.len()..buf.len(),
-                        bytes,
-                    });
+                    // Appended after everything, outside every message: kept out of
+                    // the splices so that a message ending at the end of the file
+                    // (a graph written last) does not count it as its own.
+                    wire::write_varint(u64::from(index::MODEL_METADATA << 3 | 2), &mut appended);
+                    wire::write_varint(field.len() as u64, &mut appended);
+                    appended.extend_from_slice(&field);
                 }
             }
         }
         let splices = with_length_prefixes(splices, ancestors)
             .map_err(|reason| Error::invalid(self.path(), reason))?;
-        Ok(emit(buf, &splices))
+        let mut out = emit(buf, &splices);
+        out.extend_from_slice(&appended);
+        Ok(out)
     }
 
     /// Splices replacing an embedded tensor's payload field.
