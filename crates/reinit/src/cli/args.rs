@@ -126,9 +126,9 @@ pub struct VerifyArgs {
     /// cpu, or cuda (needs the `cuda` build feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Fix a dynamic input dimension: NAME=1x3x32x32 (repeatable).
-    #[arg(long, value_name = "NAME=DIMS")]
-    pub input_shape: Vec<String>,
+    /// Per-sample shape of the first input when the model leaves it dynamic, e.g. 3x32x32.
+    #[arg(long, value_name = "DIMS")]
+    pub input_shape: Option<String>,
     /// One JSON document on stdout (schema in README).
     #[arg(long)]
     pub json: bool,

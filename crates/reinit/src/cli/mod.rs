@@ -20,11 +20,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 }
 
 #[cfg(feature = "verify")]
-fn verify(_args: args::VerifyArgs) -> Result<(), Error> {
-    Err(Error::Unsupported(
-        "verify: the candle trainer is not wired in yet".into(),
-    ))
+fn verify(args: args::VerifyArgs) -> Result<(), Error> {
+    verify::run(args)
 }
+
+#[cfg(feature = "verify")]
+mod verify;
 
 #[cfg(not(feature = "verify"))]
 fn verify(_: args::VerifyArgs) -> Result<(), Error> {
