@@ -120,7 +120,7 @@ fn fault_sweep(name: &str) {
                 temp_leftovers(&out_dir)
             );
             assert_eq!(
-                hashes(&case.input.parent().unwrap()),
+                hashes(case.input.parent().unwrap()),
                 case.inputs_hash,
                 "{label}: input touched"
             );
