@@ -44,6 +44,19 @@ def cli():
     return exe
 
 
+def _approx(doc):
+    """The report with floats rounded to 9 significant digits: the statistics are
+    f64 sums over the unrounded values and may differ in the last ulp between builds
+    (the file bytes may not)."""
+    if isinstance(doc, float):
+        return float(f"{doc:.9g}")
+    if isinstance(doc, dict):
+        return {k: _approx(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_approx(v) for v in doc]
+    return doc
+
+
 def _cli_message(stderr: str) -> str:
     text = stderr.strip()
     assert text.startswith("reinit: error: "), text
@@ -58,7 +71,10 @@ def _cli_message(stderr: str) -> str:
 def test_apply_is_byte_identical_to_the_cli(cli, tmp_path, fixture, run):
     scheme, params, flags = RUNS[run]
     src = fixtures_dir() / fixture
-    ours, theirs = tmp_path / "py.onnx", tmp_path / "cli.onnx"
+    # the same file name: a model with external data records its data file's name
+    (tmp_path / "py").mkdir()
+    (tmp_path / "cli").mkdir()
+    ours, theirs = tmp_path / "py" / "out.onnx", tmp_path / "cli" / "out.onnx"
     cp = run_reinit(["apply", src, "--scheme", scheme, "--seed", "11", "-o", theirs, "-q", "--json", *flags],
                     check=False)
     if cp.returncode != 0:
@@ -76,7 +92,7 @@ def test_apply_is_byte_identical_to_the_cli(cli, tmp_path, fixture, run):
     for doc in (cli_doc, ours_doc):
         doc.pop("timings_ms")
         doc.pop("output")
-    assert ours_doc == cli_doc
+    assert _approx(ours_doc) == _approx(cli_doc)
     if fixture in EMBEDDED:
         # the same model from bytes and from a ModelProto
         data = reinit.apply(src.read_bytes(), scheme, seed=11, **params).result
@@ -117,7 +133,8 @@ def test_modelproto_round_trip_keeps_everything_but_the_planned_weights(tmp_path
     report = reinit.apply(onnx.load(str(src)), "auto", seed=3)
     out = tmp_path / "out.onnx"
     out.write_bytes(report.result.SerializeToString())
-    changed = diff_initializers(src, out)
+    # keys of subgraph / Constant tensors carry a prefix ('if_node/then_branch/W', 'Constant:W')
+    changed = {k.rsplit("/", 1)[-1].removeprefix("Constant:") for k in diff_initializers(src, out)}
     planned = {w["name"] for w in report.weights}
     assert changed <= planned
     # every weight the report says changed did change (unless the scheme reproduced it)
