@@ -38,7 +38,7 @@ pub const PRELU_INIT_SLOPE: f64 = 0.25;
 
 impl Activation {
     /// Gain per `torch.nn.init.calculate_gain` (schemes.md §1.1). Activations PyTorch has no
-    /// gain for are mapped by [design] choices; [`Activation::gain_note`] says which.
+    /// gain for are mapped by \[design\] choices; [`Activation::gain_note`] says which.
     pub fn gain(&self) -> f64 {
         match self {
             Activation::Linear | Activation::Sigmoid | Activation::Softmax => 1.0,
@@ -59,7 +59,7 @@ impl Activation {
         }
     }
 
-    /// A line for the report when [`Activation::gain`] is a [design] choice rather than
+    /// A line for the report when [`Activation::gain`] is a \[design\] choice rather than
     /// PyTorch's own table; `None` when PyTorch defines the gain.
     pub fn gain_note(&self) -> Option<String> {
         match self {

@@ -1,7 +1,7 @@
 //! IDInit (Pan, Wang, Wu, Wang, Zhang, Xu, "IDInit: A Universal and Stable Initialization
 //! Method for Neural Network Training", ICLR 2025), schemes.md §4.
 //!
-//! No official code was found; the construction is the spec's [design] reading, every
+//! No official code was found; the construction is the spec's \[design\] reading, every
 //! unconfirmed rule behind a named option ([`IdInitParams`]):
 //! * `IDI_τ`: `M[i, j] = τ` iff `j == i mod n_in` (padded identity; [`IdIndexRule::ModMin`]
 //!   repeats it horizontally too), `IDIZ_ε` the same pattern with ε.

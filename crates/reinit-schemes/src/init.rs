@@ -210,7 +210,7 @@ fn normal_bias(spec: &LayerSpec, sigma_b: f64, rng: &mut Stream) -> Option<Vec<f
 }
 
 /// Saxe orthogonal per group on the flattened `(n_out, n_in·Πk)` kernel, times `gain`.
-/// (PyTorch's `orthogonal_` flattens all `C_out` rows at once; per group is our [design],
+/// (PyTorch's `orthogonal_` flattens all `C_out` rows at once; per group is our \[design\],
 /// schemes.md §0.1.)
 pub(crate) fn orthogonal_flat(spec: &LayerSpec, gain: f64, rng: &mut Stream) -> Vec<f64> {
     let cols = spec.n_in * spec.taps();

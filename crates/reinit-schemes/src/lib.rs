@@ -6,7 +6,7 @@
 //! the canonical view and back. It is usable on its own, e.g. to initialize a candle model.
 //!
 //! The math follows `shared/design/schemes.md`; each scheme's module documents its formula,
-//! paper and the [design] / [recalled — UNCONFIRMED] choices, which are named options here.
+//! paper and the \[design\] / \[recalled — UNCONFIRMED\] choices, which are named options here.
 //!
 //! Output contract: weights in the canonical layout `[groups·n_out][n_in][k1]…[kd]`
 //! row-major, as `f64` (cast by the caller with round-to-nearest-even); biases of length

@@ -139,7 +139,7 @@ pub enum ConvMode {
 pub struct CriticalParams {
     pub target: CriticalTarget,
     pub conv: ConvMode,
-    /// Multiply tall (`n_out > n_in`) layers by `√(n_out/n_in)` [design, off by default].
+    /// Multiply tall (`n_out > n_in`) layers by `√(n_out/n_in)` \[design, off by default\].
     pub variance_matched: bool,
 }
 
@@ -199,7 +199,7 @@ pub enum IdConvRule {
     ChannelMaintain,
 }
 
-/// IDInit index rule of the padded identity [recalled — UNCONFIRMED].
+/// IDInit index rule of the padded identity \[recalled — UNCONFIRMED\].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdIndexRule {
     /// `M[i, j] = τ` iff `j == i mod n_in` (default).
@@ -208,7 +208,7 @@ pub enum IdIndexRule {
     ModMin,
 }
 
-/// IDInit treatment of the network's final layer [UNCONFIRMED].
+/// IDInit treatment of the network's final layer \[UNCONFIRMED\].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClassifierRule {
     /// `IDI_τ` like every main-stem layer (default).

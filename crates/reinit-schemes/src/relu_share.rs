@@ -6,7 +6,7 @@
 //! input layer `[A; −A]`, hidden `[[A, −A], [−A, A]]`, output `[A, −A]`; first half / second
 //! half pairing; biases `[c; −c]`. For convs the blocks are on the channel axes with a kernel
 //! submatrix `K` (Gaussian, or delta-orthogonal for the orthogonal variant). Odd widths: the
-//! leftover (last) unit gets a zero row and a zero column in the next layer [design].
+//! leftover (last) unit gets a zero row and a zero column in the next layer \[design\].
 
 use crate::error::SchemeError;
 use crate::layer::{ChainPosition, LayerKind, LayerSpec};
