@@ -8,10 +8,11 @@
         [--blas-threads 1] [--json benches/e2e/results.json]
 
 Generates the models with make_models.py when missing.  For every model, in one run:
-the copy floor (`cp` of the model and its data file; and `cp` + fsync of the copies, since
-reinit syncs its outputs), then for each scheme `reinit MODEL --scheme S [--density 0.1]
+the copy floors (`cp` of the model and its data file, an in-kernel copy_file_range; `dd bs=4M`,
+a copy through user space; each also followed by an fsync of the copies, since reinit syncs its
+outputs), then for each scheme `reinit MODEL --scheme S [--density 0.1]
 --seed 1 -o OUT --force -q` and `python_route.py` doing the same job.  Wall time and peak RSS
-(ru_maxrss of the waited child, via os.wait4) of each run; the median of the repeats; the load
+(ru_maxrss of the waited child, via os.wait4) and CPU time (user + sys) of each run; the median of the repeats; the load
 average (/proc/loadavg) before each run is recorded next to it.  Outputs are deleted after
 each run.  The page cache is not controlled (no root drop_caches on a shared machine): the
 input is hot after the first run, the outputs go to the page cache and only reinit (and the
@@ -45,7 +46,7 @@ def loadavg():
 
 
 def measure(cmd, env=None):
-    """(wall seconds, peak RSS bytes, load before) of one command; raises on failure."""
+    """(wall seconds, peak RSS bytes, load before, CPU seconds user+sys) of one command."""
     load = loadavg()
     t = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -55,7 +56,7 @@ def measure(cmd, env=None):
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         raise RuntimeError(f"{cmd}: exit {p.returncode}: {err.decode(errors='replace')[-2000:]}")
-    return wall, ru.ru_maxrss * 1024, load
+    return wall, ru.ru_maxrss * 1024, load, ru.ru_utime + ru.ru_stime
 
 
 def model_paths(d):
@@ -100,19 +101,21 @@ def cleanup(out):
 def repeat(n, cmd, out, env=None, stats=None):
     runs = []
     for _ in range(n):
-        wall, rss, load = measure(cmd, env)
-        run = {"wall_s": wall, "rss_bytes": rss, "load": load}
+        wall, rss, load, cpu = measure(cmd, env)
+        run = {"wall_s": wall, "rss_bytes": rss, "load": load, "cpu_s": cpu}
         if stats:
             with open(stats) as f:
                 run["route"] = json.load(f)
             run["extrapolated_s"] = run["route"]["extrapolated_s"]
             run["wall_s"] = wall + run["extrapolated_s"]
+            run["cpu_s"] = cpu + run["extrapolated_s"]
             os.remove(stats)
         cleanup(out)
         runs.append(run)
     return {
         "wall_s": statistics.median(r["wall_s"] for r in runs),
         "rss_bytes": statistics.median(r["rss_bytes"] for r in runs),
+        "cpu_s": statistics.median(r["cpu_s"] for r in runs),
         "load": statistics.median(r["load"] for r in runs),
         "extrapolated_s": statistics.median(r.get("extrapolated_s", 0.0) for r in runs),
         "runs": runs,
@@ -126,7 +129,7 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target-bench")), "release", "reinit"))
     ap.add_argument("--models", default="resnet50,bert_base,gpt_ext")
     ap.add_argument("--schemes", default="he,orthogonal,eoi,idinit")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", default="3", help="N, or per model: resnet50=3,gpt_ext=1")
     ap.add_argument("--python-repeats", default="3",
                     help="N, or per model: resnet50=3,gpt_ext=1")
     ap.add_argument("--python-budget-s", default="",
@@ -147,6 +150,7 @@ def main():
         return lambda m: out.get(m, out.get("*", default))
 
     py_repeats = per_model(args.python_repeats, int, 3)
+    repeats = per_model(args.repeats, int, 3)
     py_budget = per_model(args.python_budget_s, float, float("inf"))
     paths = model_paths(args.dir)
     models = args.models.split(",")
@@ -166,8 +170,8 @@ def main():
         "cpus": os.cpu_count(), "argv": sys.argv, "blas_threads": args.blas_threads,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "models": {},
     }
-    schemes = args.schemes.split(",")
-    py_schemes = (args.python_schemes or args.schemes).split(",")
+    schemes = [x for x in args.schemes.split(",") if x and x != "none"]
+    py_schemes = [x for x in (args.python_schemes or args.schemes).split(",") if x and x != "none"]
     for name in models:
         src = paths[name]
         info = describe(src)
@@ -180,18 +184,27 @@ def main():
         cp = f"cp '{src}' '{out}'"
         if info["external"]:
             cp += f" && cp '{src}.data' '{out}.data'"
-        r["floor"]["cp"] = repeat(args.repeats, ["sh", "-c", cp], out)
-        sync = f"{cp} && sync '{out}'" + (f" '{out}.data'" if info["external"] else "")
-        r["floor"]["cp_fsync"] = repeat(args.repeats, ["sh", "-c", sync], out)
+        r["floor"]["cp"] = repeat(repeats(name), ["sh", "-c", cp], out)
+        synced = f" && sync '{out}'" + (f" '{out}.data'" if info["external"] else "")
+        r["floor"]["cp_fsync"] = repeat(repeats(name), ["sh", "-c", cp + synced], out)
+        # cp (and coreutils >= 9 cat) use copy_file_range: an in-kernel copy, no bytes through
+        # user space.  dd bs=4M reads and writes through user space, as any tool that changes
+        # the bytes must.
+        dd = f"dd if='{src}' of='{out}' bs=4M status=none"
+        if info["external"]:
+            dd += f" && dd if='{src}.data' of='{out}.data' bs=4M status=none"
+        r["floor"]["dd"] = repeat(repeats(name), ["sh", "-c", dd], out)
+        r["floor"]["dd_fsync"] = repeat(repeats(name), ["sh", "-c", dd + synced], out)
         for k, v in r["floor"].items():
-            print(f"   floor {k:9s} {v['wall_s']:8.2f} s  (load {v['load']:.1f})", flush=True)
+            print(f"   floor {k:9s} {v['wall_s']:8.2f} s  cpu {v['cpu_s']:8.2f} s  (load {v['load']:.1f})",
+                  flush=True)
         for s in schemes:
             cmd = [args.reinit, src, "--scheme", s, "--seed", "1", "-o", out, "--force", "-q"]
             if s == "eoi":
                 cmd[4:4] = ["--density", "0.1"]
-            r["reinit"][s] = repeat(args.repeats, cmd, out)
+            r["reinit"][s] = repeat(repeats(name), cmd, out)
             v = r["reinit"][s]
-            print(f"   reinit {s:10s} {v['wall_s']:8.2f} s  {v['rss_bytes'] / MiB:8.1f} MiB  "
+            print(f"   reinit {s:10s} {v['wall_s']:8.2f} s  cpu {v['cpu_s']:8.2f} s  {v['rss_bytes'] / MiB:8.1f} MiB  "
                   f"(load {v['load']:.1f})", flush=True)
         for s in py_schemes:
             stats = os.path.join(out_dir, "route.json")
@@ -199,7 +212,7 @@ def main():
                    "--seed", "1", "-o", out, "--stats", stats, "--budget-s", str(py_budget(name))]
             r["python"][s] = repeat(py_repeats(name), cmd, out, env=env, stats=stats)
             v = r["python"][s]
-            print(f"   python {s:10s} {v['wall_s']:8.2f} s  {v['rss_bytes'] / MiB:8.1f} MiB  "
+            print(f"   python {s:10s} {v['wall_s']:8.2f} s  cpu {v['cpu_s']:8.2f} s  {v['rss_bytes'] / MiB:8.1f} MiB  "
                   f"(load {v['load']:.1f}; extrapolated {v['extrapolated_s']:.1f} s)", flush=True)
         shutil.rmtree(out_dir, ignore_errors=True)
         results["models"][name] = r
@@ -213,26 +226,33 @@ def main():
 
 def table(results):
     lines = [
-        "| model | scheme | reinit s | Python s | Python / reinit | reinit / cp | reinit / cp+fsync "
-        "| reinit peak RSS MiB | RSS / file | RSS / (largest + 64 MiB) | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | scheme | reinit s (CPU s) | Python s (CPU s) | Python / reinit wall (CPU) | reinit / cp | reinit / dd "
+        "| reinit / dd+fsync | reinit peak RSS MiB | RSS / file | RSS / (largest + 64 MiB) "
+        "| Python peak RSS MiB | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["models"].items():
         info = r["info"]
         cp = r["floor"]["cp"]["wall_s"]
         cps = r["floor"]["cp_fsync"]["wall_s"]
+        dd = r["floor"].get("dd", r["floor"].get("cat"))["wall_s"]
+        dds = r["floor"].get("dd_fsync", r["floor"].get("cat_fsync"))["wall_s"]
         for s, v in r["reinit"].items():
             py = r["python"].get(s)
-            py_s = f"{py['wall_s']:.2f}" + ("*" if py and py["extrapolated_s"] > 0 else "") if py else "–"
-            ratio = f"{py['wall_s'] / v['wall_s']:.1f}×" if py else "–"
+            py_s = (f"{py['wall_s']:.2f} ({py['cpu_s']:.2f})" + ("*" if py["extrapolated_s"] > 0 else "")
+                    if py else "–")
+            ratio = f"{py['wall_s'] / v['wall_s']:.1f}× ({py['cpu_s'] / v['cpu_s']:.1f}×)" if py else "–"
             rss = v["rss_bytes"]
             ext = (f"{rss / (info['largest_tensor_bytes'] + 64 * MiB):.2f}" if info["external"] else "–")
             lines.append(
-                f"| {name} | {s} | {v['wall_s']:.2f} | {py_s} | {ratio} | {v['wall_s'] / cp:.1f}× | "
-                f"{v['wall_s'] / cps:.1f}× | {rss / MiB:.0f} | {rss / info['file_bytes']:.2f} | {ext} | "
-                f"{v['load']:.1f} |")
-        lines.append(f"| {name} | cp floor | {cp:.2f} (cp+fsync {cps:.2f}) | | | | | | "
-                     f"file {info['file_bytes'] / MiB:.0f} MiB | | {r['floor']['cp']['load']:.1f} |")
+                f"| {name} | {s} | {v['wall_s']:.2f} ({v['cpu_s']:.2f}) | {py_s} | {ratio} | {v['wall_s'] / cp:.1f}× | "
+                f"{v['wall_s'] / dd:.1f}× | {v['wall_s'] / dds:.1f}× | {rss / MiB:.0f} | "
+                f"{rss / info['file_bytes']:.2f} | {ext} | "
+                f"{py['rss_bytes'] / MiB if py else float('nan'):.0f} | {v['load']:.1f} |")
+        lines.append(f"| {name} | copy floor | cp {cp:.2f}, cp+fsync {cps:.2f}, dd {dd:.2f}, "
+                     f"dd+fsync {dds:.2f} | | | | | | | file {info['file_bytes'] / MiB:.0f} MiB | "
+                     f"largest tensor {info['largest_tensor_bytes'] / MiB:.0f} MiB | | "
+                     f"{r['floor']['cp']['load']:.1f} |")
     return "\n".join(lines)
 
 
