@@ -7,6 +7,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::im2col::{Conv2dGeometry, conv2d_im2col, im2col_applies};
 use super::{OpArgs, OpResult, Registry, subsample};
 use crate::error::OpError;
 
@@ -105,8 +106,17 @@ fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor, OpError> {
     Ok(y.broadcast_add(&b.reshape(shape)?)?)
 }
 
-/// A 2-D convolution with per-axis pads and strides on top of candle's conv2d
-/// (which takes one padding, stride and dilation for both axes).
+/// The im2col path ([`super::im2col`]) on CPU in f32/f64 unless
+/// `REINIT_CONV=candle` asks for candle's own conv2d (for comparisons).
+fn use_im2col(x: &Tensor, w: &Tensor) -> bool {
+    static STOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let stock = *STOCK.get_or_init(|| std::env::var("REINIT_CONV").is_ok_and(|v| v == "candle"));
+    !stock && im2col_applies(x, w)
+}
+
+/// A 2-D convolution with per-axis pads, strides and dilations: im2col +
+/// matmul on CPU ([`super::im2col`]), elsewhere candle's conv2d (which takes
+/// one padding, stride and dilation for both axes).
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -115,6 +125,18 @@ pub fn conv2d(
     dilations: [usize; 2],
     groups: usize,
 ) -> Result<Tensor, OpError> {
+    if use_im2col(x, w) {
+        return Ok(conv2d_im2col(
+            x,
+            w,
+            Conv2dGeometry {
+                pads,
+                strides,
+                dilations,
+                groups,
+            },
+        )?);
+    }
     let (kh, kw) = (w.dim(2)?, w.dim(3)?);
     // An axis with a 1-wide kernel ignores its dilation.
     let mut dil = dilations;

@@ -21,6 +21,7 @@ use crate::executor::Mode;
 mod activation;
 mod conv;
 mod elementwise;
+pub mod im2col;
 mod linear;
 mod norm;
 mod pool;
