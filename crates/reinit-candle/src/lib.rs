@@ -62,6 +62,7 @@
 mod data;
 mod error;
 mod executor;
+mod lsuv;
 pub mod ops;
 mod plot;
 pub mod probes;
@@ -71,6 +72,7 @@ mod verify;
 pub use data::{LossKind, Rng, Split, Task, TaskSize, digits_path, load_digits};
 pub use error::{ExecError, OpError, UnsupportedOp};
 pub use executor::{Executor, InputSpec, Layer, Mode, Outputs, Param};
+pub use lsuv::{LsuvScale, LsuvSettings, lsuv};
 pub use plot::write_plots;
 pub use probes::{JacobianStats, LayerSignal, Signal};
 pub use train::{

@@ -24,6 +24,8 @@
 mod apply;
 mod auto;
 pub mod error;
+#[cfg(feature = "verify")]
+mod lsuv;
 mod params;
 mod plan;
 mod report;
@@ -32,6 +34,8 @@ mod spec;
 
 pub use apply::{Applied, Mask, apply, apply_with_progress};
 pub use error::Error;
+#[cfg(feature = "verify")]
+pub use lsuv::refine_lsuv;
 pub use params::SchemeParams;
 pub use plan::{Kept, Plan, PlanOptions, PlannedWeight, plan, plan_with};
 pub use report::{Report, Stats, WeightReport};

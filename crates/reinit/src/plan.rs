@@ -76,9 +76,11 @@ pub fn plan(model: &Model, options: &PlanOptions) -> Result<Plan, Error> {
 }
 
 pub fn plan_with(model: &Model, analysis: Analysis, options: &PlanOptions) -> Result<Plan, Error> {
+    // Parameters that do not apply are usage errors at the CLI edge (strict
+    // parsing there); here they may be shared by several schemes (verify).
     let auto = options.scheme == "auto";
     let main = (!auto)
-        .then(|| options.params.scheme(&options.scheme, true))
+        .then(|| options.params.scheme(&options.scheme, false))
         .transpose()?;
     let fallback = options
         .fallback

@@ -105,6 +105,8 @@ fn rewrite(
     let bar = progress(args, plan.weights.len());
     let mut applied = reinit::apply_with_progress(&model, &plan, seed, &|| bar.inc(1))?;
     bar.finish_and_clear();
+    #[cfg(feature = "verify")]
+    reinit::refine_lsuv(&model, &plan, &mut applied)?;
     let t_write = Instant::now();
     if let Some(output) = output {
         let save = SaveOptions {

@@ -94,8 +94,8 @@ const CATALOG: &[Entry] = &[
     },
     Entry {
         name: "lsuv",
-        summary: "orthogonal pre-init; the data-driven variance rescaling runs in `reinit verify`",
-        needs: "data (forward passes)",
+        summary: "orthonormal pre-init, then each layer rescaled until its output variance on a data batch is 1 (forward passes with the candle executor; models with external data keep the pre-init)",
+        needs: "data (synthetic or digits, as `reinit verify` uses)",
         params: "—",
         paper: "Mishkin & Matas, All you need is a good init, ICLR 2016",
     },

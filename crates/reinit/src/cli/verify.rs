@@ -35,6 +35,7 @@ pub fn run(args: VerifyArgs) -> Result<(), Error> {
         };
         let plan = reinit::plan(&model, &options)?;
         let mut applied = reinit::apply(&model, &plan, args.seed)?;
+        reinit::refine_lsuv(&model, &plan, &mut applied)?;
         let path = scratch.path().join(format!("{scheme}.onnx"));
         reinit::write(&model, &plan, &mut applied, &path, &SaveOptions::default())?;
         if !applied.masks.is_empty() {
