@@ -182,6 +182,15 @@ fn cases() -> Vec<Case> {
             .attr(aints("dilations", &[2, 2]))
             .attr(aints("pads", &[2, 2, 2, 2])),
         case("Conv", vec![f(&[1, 2, 7, 8]), f(&[2, 2, 3, 3])]).attr(aints("strides", &[1, 2])),
+        // im2col path: per-axis dilation, asymmetric pads, strides that leave rows over
+        case("Conv", vec![f(&[2, 3, 9, 8]), f(&[4, 3, 3, 2]), f(&[4])])
+            .attr(aints("strides", &[2, 3]))
+            .attr(aints("dilations", &[2, 1]))
+            .attr(aints("pads", &[0, 1, 2, 0])),
+        case("Conv", vec![f(&[2, 4, 5, 5]), f(&[3, 4, 1, 1])]).attr(aints("strides", &[2, 2])),
+        case("Conv", vec![f(&[1, 4, 6, 6]), f(&[4, 1, 5, 5])])
+            .attr(ai("group", 4))
+            .attr(aints("pads", &[2, 2, 2, 2])),
         case("Conv", vec![f(&[2, 3, 11]), f(&[4, 3, 3]), f(&[4])])
             .attr(aints("strides", &[2]))
             .attr(aints("dilations", &[2]))
@@ -280,6 +289,11 @@ fn cases() -> Vec<Case> {
         case("MaxPool", vec![f(&[2, 2, 9])])
             .attr(aints("kernel_shape", &[2]))
             .attr(aints("dilations", &[2])),
+        case("MaxPool", vec![f(&[1, 2, 6, 7])])
+            .attr(aints("kernel_shape", &[3, 2]))
+            .attr(aints("strides", &[1, 2]))
+            .attr(aints("dilations", &[2, 1]))
+            .attr(aints("pads", &[2, 0, 1, 1])),
         case("MaxPool", vec![f(&[1, 2, 4, 5, 5])])
             .attr(aints("kernel_shape", &[2, 3, 3]))
             .attr(aints("pads", &[0, 1, 1, 1, 1, 1])),

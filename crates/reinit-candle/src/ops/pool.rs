@@ -6,7 +6,7 @@
 //! pad/narrow/reshape: one strided view per kernel tap, stacked, then reduced
 //! with `max`/`sum`, whose gradients are exact.
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, WithDType};
 
 use super::{OpArgs, OpResult, Registry, pad_const, subsample};
 use crate::error::OpError;
@@ -142,9 +142,20 @@ fn max_pool(args: &OpArgs) -> OpResult {
         return Err(OpError("MaxPool Indices output is not supported".into()));
     }
     let w = Window::new(args, &x.dims()[2..])?;
+    if !no_pool_kernel()
+        && let Some(y) = max_pool_kernel(x, &w)?
+    {
+        return Ok(vec![y]);
+    }
     let taps = w.taps(x, f64::NEG_INFINITY, f64::NEG_INFINITY)?;
     let y = Tensor::stack(&taps, 0)?.max(0)?;
     Ok(vec![y])
+}
+
+/// `REINIT_POOL=taps` keeps the stacked-taps max pool everywhere (for comparisons).
+fn no_pool_kernel() -> bool {
+    static TAPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TAPS.get_or_init(|| std::env::var("REINIT_POOL").is_ok_and(|v| v == "taps"))
 }
 
 fn average_pool(args: &OpArgs) -> OpResult {
@@ -193,4 +204,161 @@ fn global_max_pool(args: &OpArgs) -> OpResult {
     let mut shape = vec![n, c];
     shape.resize(x.rank(), 1);
     Ok(vec![y.reshape(shape)?])
+}
+
+/// A 2-D max pool over `[N, C, H, W]` as a candle [`CustomOp1`] on CPU
+/// (f32/f64): the forward takes each window's maximum, the backward routes
+/// each output gradient to the first input position holding that maximum
+/// (PyTorch's rule). Out-of-range taps (padding, ceil-mode overhang) are
+/// skipped, i.e. act as −∞. About 10× less memory traffic than the stacked
+/// taps on the tiny ResNet stem; other ranks and devices use the taps.
+#[derive(Debug, Clone, Copy)]
+struct MaxPool2d {
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    pad_begin: [usize; 2],
+    out: [usize; 2],
+}
+
+impl MaxPool2d {
+    fn from_window(w: &Window) -> Option<MaxPool2d> {
+        let two = |v: &[usize]| -> Option<[usize; 2]> { v.try_into().ok() };
+        Some(MaxPool2d {
+            kernel: two(&w.kernel)?,
+            strides: two(&w.strides)?,
+            dilations: two(&w.dilations)?,
+            pad_begin: [w.pads.first()?.0, w.pads.get(1)?.0],
+            out: two(&w.out)?,
+        })
+    }
+
+    /// Calls `f(output index, input index or None for an empty window)` with
+    /// the first maximum of every window.
+    fn argmax<T: WithDType>(
+        &self,
+        x: &[T],
+        dims: &[usize],
+        mut f: impl FnMut(usize, Option<usize>),
+    ) {
+        let (nc, h, w) = (dims[0] * dims[1], dims[2], dims[3]);
+        let [oh_n, ow_n] = self.out;
+        for plane in 0..nc {
+            let xs = &x[plane * h * w..(plane + 1) * h * w];
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let mut best: Option<(usize, T)> = None;
+                    for ki in 0..self.kernel[0] {
+                        let ih = oh * self.strides[0] + ki * self.dilations[0];
+                        if ih < self.pad_begin[0] || ih - self.pad_begin[0] >= h {
+                            continue;
+                        }
+                        let row = (ih - self.pad_begin[0]) * w;
+                        for kj in 0..self.kernel[1] {
+                            let iw = ow * self.strides[1] + kj * self.dilations[1];
+                            if iw < self.pad_begin[1] || iw - self.pad_begin[1] >= w {
+                                continue;
+                            }
+                            let i = row + iw - self.pad_begin[1];
+                            let v = xs[i];
+                            // NaN propagates like candle's max: it wins
+                            if best.is_none_or(|(_, b)| v > b || v.to_f64().is_nan()) {
+                                best = Some((i, v));
+                                if v.to_f64().is_nan() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    f(
+                        (plane * oh_n + oh) * ow_n + ow,
+                        best.map(|(i, _)| plane * h * w + i),
+                    );
+                }
+            }
+        }
+    }
+
+    fn forward<T: WithDType>(&self, x: &[T], dims: &[usize]) -> (CpuStorage, Shape) {
+        let mut y =
+            vec![T::from_f64(f64::NEG_INFINITY); dims[0] * dims[1] * self.out[0] * self.out[1]];
+        self.argmax(x, dims, |o, i| {
+            if let Some(i) = i {
+                y[o] = x[i];
+            }
+        });
+        (
+            T::to_cpu_storage_owned(y),
+            Shape::from((dims[0], dims[1], self.out[0], self.out[1])),
+        )
+    }
+
+    fn backward<T: WithDType>(&self, x: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = x.flatten_all()?.to_vec1::<T>()?;
+        let g = grad.flatten_all()?.to_vec1::<T>()?;
+        let mut dx = vec![T::zero(); xs.len()];
+        self.argmax(&xs, x.dims(), |o, i| {
+            if let Some(i) = i {
+                dx[i] += g[o];
+            }
+        });
+        Tensor::from_vec(dx, x.dims(), x.device())
+    }
+}
+
+impl CustomOp1 for MaxPool2d {
+    fn name(&self) -> &'static str {
+        "max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((a, b)) = l.contiguous_offsets() else {
+            return Err(candle_core::Error::Msg(
+                "max-pool2d: non-contiguous input".into(),
+            ));
+        };
+        match s {
+            CpuStorage::F32(v) => Ok(self.forward(&v[a..b], l.dims())),
+            CpuStorage::F64(v) => Ok(self.forward(&v[a..b], l.dims())),
+            _ => Err(candle_core::Error::Msg(
+                "max-pool2d: f32 or f64 input".into(),
+            )),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.to_dtype(x.dtype())?.contiguous()?;
+        Ok(Some(match x.dtype() {
+            DType::F32 => self.backward::<f32>(x, &grad)?,
+            _ => self.backward::<f64>(x, &grad)?,
+        }))
+    }
+}
+
+/// The [`MaxPool2d`] kernel when it applies (CPU, f32/f64, 1-D or 2-D).
+fn max_pool_kernel(x: &Tensor, w: &Window) -> Result<Option<Tensor>, OpError> {
+    if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
+        return Ok(None);
+    }
+    match x.rank() {
+        4 => match MaxPool2d::from_window(w) {
+            Some(op) => Ok(Some(x.contiguous()?.apply_op1(op)?)),
+            None => Ok(None),
+        },
+        3 => {
+            let lift = |v: &[usize], fill: usize| vec![fill, v[0]];
+            let w2 = Window {
+                kernel: lift(&w.kernel, 1),
+                strides: lift(&w.strides, 1),
+                dilations: lift(&w.dilations, 1),
+                pads: vec![(0, 0), w.pads[0]],
+                extra: lift(&w.extra, 0),
+                out: lift(&w.out, 1),
+            };
+            Ok(max_pool_kernel(&x.unsqueeze(2)?, &w2)?
+                .map(|y| y.squeeze(2))
+                .transpose()?)
+        }
+        _ => Ok(None),
+    }
 }
