@@ -171,8 +171,15 @@ fn col2im<T: WithDType>(cols: &[T], d: &Dims, g: &Conv2dGeometry) -> Vec<T> {
                         let xrow = &mut dst[ih * d.w..(ih + 1) * d.w];
                         let srow = &src[n * l + oh * d.wo..][..d.wo];
                         let iw0 = ow_lo * sw + kj * dw - pw;
-                        for (t, v) in srow[ow_lo..ow_hi].iter().enumerate() {
-                            xrow[iw0 + t * sw] += *v;
+                        let src = &srow[ow_lo..ow_hi];
+                        if sw == 1 {
+                            for (a, v) in xrow[iw0..iw0 + src.len()].iter_mut().zip(src) {
+                                *a += *v;
+                            }
+                        } else {
+                            for (a, v) in xrow[iw0..].iter_mut().step_by(sw).zip(src) {
+                                *a += *v;
+                            }
                         }
                     }
                 }
@@ -182,10 +189,10 @@ fn col2im<T: WithDType>(cols: &[T], d: &Dims, g: &Conv2dGeometry) -> Vec<T> {
     x
 }
 
-fn host<T: WithDType>(s: &CpuStorage, l: &Layout) -> Result<Vec<T>> {
+fn host<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     let data = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
-        Some((a, b)) => Ok(data[a..b].to_vec()),
+        Some((a, b)) => Ok(&data[a..b]),
         None => Err(candle_core::Error::Msg(
             "im2col conv2d: non-contiguous operand".into(),
         )),
@@ -194,11 +201,6 @@ fn host<T: WithDType>(s: &CpuStorage, l: &Layout) -> Result<Vec<T>> {
 
 fn tensor_vec<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
     t.flatten_all()?.to_vec1::<T>()
-}
-
-/// `[groups·og, N·L]`-ordered product → `[N, O, L]` data.
-fn to_nchw(y: &Tensor, d: &Dims) -> Result<Tensor> {
-    y.reshape((d.o, d.n, d.l()))?.transpose(0, 1)?.contiguous()
 }
 
 struct Im2ColConv2d(Conv2dGeometry);
@@ -216,9 +218,17 @@ impl Im2ColConv2d {
         let (groups, k, nl) = (g.groups.max(1), d.k(g), d.n * d.l());
         let cols = Tensor::from_vec(im2col(x, &d, g), (groups, k, nl), &Device::Cpu)?;
         let w = Tensor::from_slice(w, (groups, d.o / groups, k), &Device::Cpu)?;
-        let y = to_nchw(&w.matmul(&cols)?, &d)?;
+        // [O, N·L] → [N, O, L] in one pass
+        let prod = tensor_vec::<T>(&w.matmul(&cols)?)?;
+        let l = d.l();
+        let mut y = Vec::with_capacity(prod.len());
+        for n in 0..d.n {
+            for o in 0..d.o {
+                y.extend_from_slice(&prod[(o * d.n + n) * l..][..l]);
+            }
+        }
         Ok((
-            T::to_cpu_storage_owned(tensor_vec::<T>(&y)?),
+            T::to_cpu_storage_owned(y),
             Shape::from((d.n, d.o, d.ho, d.wo)),
         ))
     }
@@ -271,15 +281,15 @@ impl CustomOp2 for Im2ColConv2d {
     ) -> Result<(CpuStorage, Shape)> {
         match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => self.forward(
-                &host::<f32>(s1, l1)?,
+                host::<f32>(s1, l1)?,
                 l1.dims(),
-                &host::<f32>(s2, l2)?,
+                host::<f32>(s2, l2)?,
                 l2.dims(),
             ),
             (CpuStorage::F64(_), CpuStorage::F64(_)) => self.forward(
-                &host::<f64>(s1, l1)?,
+                host::<f64>(s1, l1)?,
                 l1.dims(),
-                &host::<f64>(s2, l2)?,
+                host::<f64>(s2, l2)?,
                 l2.dims(),
             ),
             _ => Err(candle_core::Error::Msg(

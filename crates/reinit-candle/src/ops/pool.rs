@@ -212,8 +212,11 @@ fn global_max_pool(args: &OpArgs) -> OpResult {
 /// (PyTorch's rule). Out-of-range taps (padding, ceil-mode overhang) are
 /// skipped, i.e. act as −∞. About 10× less memory traffic than the stacked
 /// taps on the tiny ResNet stem; other ranks and devices use the taps.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct MaxPool2d {
+    /// `(output index, input index)` of every window's maximum, recorded by
+    /// the forward for the backward (the op runs once per graph node).
+    argmax: std::sync::Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
     kernel: [usize; 2],
     strides: [usize; 2],
     dilations: [usize; 2],
@@ -225,6 +228,7 @@ impl MaxPool2d {
     fn from_window(w: &Window) -> Option<MaxPool2d> {
         let two = |v: &[usize]| -> Option<[usize; 2]> { v.try_into().ok() };
         Some(MaxPool2d {
+            argmax: Default::default(),
             kernel: two(&w.kernel)?,
             strides: two(&w.strides)?,
             dilations: two(&w.dilations)?,
@@ -233,47 +237,62 @@ impl MaxPool2d {
         })
     }
 
-    /// Calls `f(output index, input index or None for an empty window)` with
-    /// the first maximum of every window.
-    fn argmax<T: WithDType>(
-        &self,
-        x: &[T],
-        dims: &[usize],
-        mut f: impl FnMut(usize, Option<usize>),
-    ) {
+    /// Output positions `o` in `[lo, hi)` whose tap at offset `off` lands in
+    /// `[0, len)` after removing the begin padding `pad`.
+    fn valid(out: usize, len: usize, s: usize, off: usize, pad: usize) -> (usize, usize) {
+        let lo = if pad > off {
+            (pad - off).div_ceil(s)
+        } else {
+            0
+        };
+        let hi = if len + pad > off {
+            (len + pad - off).div_ceil(s)
+        } else {
+            0
+        };
+        (lo.min(out), hi.min(out).max(lo.min(out)))
+    }
+
+    /// Calls `f(output index, input index)` with the first maximum of every
+    /// non-empty window (NaN wins, as in candle's `max`).
+    fn argmax<T: WithDType>(&self, x: &[T], dims: &[usize], mut f: impl FnMut(usize, usize)) {
         let (nc, h, w) = (dims[0] * dims[1], dims[2], dims[3]);
         let [oh_n, ow_n] = self.out;
+        let [sh, sw] = self.strides;
+        let [ph, pw] = self.pad_begin;
+        let mut best_v = vec![T::zero(); ow_n];
+        let mut best_i = vec![usize::MAX; ow_n];
         for plane in 0..nc {
             let xs = &x[plane * h * w..(plane + 1) * h * w];
             for oh in 0..oh_n {
-                for ow in 0..ow_n {
-                    let mut best: Option<(usize, T)> = None;
-                    for ki in 0..self.kernel[0] {
-                        let ih = oh * self.strides[0] + ki * self.dilations[0];
-                        if ih < self.pad_begin[0] || ih - self.pad_begin[0] >= h {
-                            continue;
-                        }
-                        let row = (ih - self.pad_begin[0]) * w;
-                        for kj in 0..self.kernel[1] {
-                            let iw = ow * self.strides[1] + kj * self.dilations[1];
-                            if iw < self.pad_begin[1] || iw - self.pad_begin[1] >= w {
-                                continue;
-                            }
-                            let i = row + iw - self.pad_begin[1];
-                            let v = xs[i];
-                            // NaN propagates like candle's max: it wins
-                            if best.is_none_or(|(_, b)| v > b || v.to_f64().is_nan()) {
-                                best = Some((i, v));
-                                if v.to_f64().is_nan() {
-                                    break;
-                                }
+                best_i.fill(usize::MAX);
+                for ki in 0..self.kernel[0] {
+                    let ih = oh * sh + ki * self.dilations[0];
+                    if ih < ph || ih - ph >= h {
+                        continue;
+                    }
+                    let row = &xs[(ih - ph) * w..(ih - ph + 1) * w];
+                    for kj in 0..self.kernel[1] {
+                        let off = kj * self.dilations[1];
+                        let (lo, hi) = Self::valid(ow_n, w, sw, off, pw);
+                        for ow in lo..hi {
+                            let iw = ow * sw + off - pw;
+                            let v = row[iw];
+                            let b = best_i[ow];
+                            let take = b == usize::MAX
+                                || v > best_v[ow]
+                                || (v.to_f64().is_nan() && !best_v[ow].to_f64().is_nan());
+                            if take {
+                                best_v[ow] = v;
+                                best_i[ow] = (ih - ph) * w + iw;
                             }
                         }
                     }
-                    f(
-                        (plane * oh_n + oh) * ow_n + ow,
-                        best.map(|(i, _)| plane * h * w + i),
-                    );
+                }
+                for ow in 0..ow_n {
+                    if best_i[ow] != usize::MAX {
+                        f((plane * oh_n + oh) * ow_n + ow, plane * h * w + best_i[ow]);
+                    }
                 }
             }
         }
@@ -282,11 +301,17 @@ impl MaxPool2d {
     fn forward<T: WithDType>(&self, x: &[T], dims: &[usize]) -> (CpuStorage, Shape) {
         let mut y =
             vec![T::from_f64(f64::NEG_INFINITY); dims[0] * dims[1] * self.out[0] * self.out[1]];
+        let mut record = Vec::with_capacity(y.len());
+        let fits = x.len() <= u32::MAX as usize;
         self.argmax(x, dims, |o, i| {
-            if let Some(i) = i {
-                y[o] = x[i];
+            y[o] = x[i];
+            if fits {
+                record.push((o as u32, i as u32));
             }
         });
+        if fits && let Ok(mut a) = self.argmax.lock() {
+            *a = record;
+        }
         (
             T::to_cpu_storage_owned(y),
             Shape::from((dims[0], dims[1], self.out[0], self.out[1])),
@@ -294,14 +319,20 @@ impl MaxPool2d {
     }
 
     fn backward<T: WithDType>(&self, x: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
-        let xs = x.flatten_all()?.to_vec1::<T>()?;
         let g = grad.flatten_all()?.to_vec1::<T>()?;
-        let mut dx = vec![T::zero(); xs.len()];
-        self.argmax(&xs, x.dims(), |o, i| {
-            if let Some(i) = i {
-                dx[i] += g[o];
+        let mut dx = vec![T::zero(); x.elem_count()];
+        let recorded = self.argmax.lock().ok().filter(|a| !a.is_empty());
+        match recorded {
+            Some(a) => {
+                for &(o, i) in a.iter() {
+                    dx[i as usize] += g[o as usize];
+                }
             }
-        });
+            None => {
+                let xs = x.flatten_all()?.to_vec1::<T>()?;
+                self.argmax(&xs, x.dims(), |o, i| dx[i] += g[o]);
+            }
+        }
         Tensor::from_vec(dx, x.dims(), x.device())
     }
 }
