@@ -224,7 +224,8 @@ def main():
     print(table(results))
 
 
-def table(results):
+def table(results, floors=None):
+    """Markdown table; `floors` (a floors-only run's JSON) supplies the dd floors when given."""
     lines = [
         "| model | scheme | reinit s (CPU s) | Python s (CPU s) | Python / reinit wall (CPU) | reinit / cp | reinit / dd "
         "| reinit / dd+fsync | reinit peak RSS MiB | RSS / file | RSS / (largest + 64 MiB) "
@@ -235,8 +236,9 @@ def table(results):
         info = r["info"]
         cp = r["floor"]["cp"]["wall_s"]
         cps = r["floor"]["cp_fsync"]["wall_s"]
-        dd = r["floor"].get("dd", r["floor"].get("cat"))["wall_s"]
-        dds = r["floor"].get("dd_fsync", r["floor"].get("cat_fsync"))["wall_s"]
+        fl = floors["models"][name]["floor"] if floors else r["floor"]
+        dd = fl["dd"]["wall_s"]
+        dds = fl["dd_fsync"]["wall_s"]
         for s, v in r["reinit"].items():
             py = r["python"].get(s)
             py_s = (f"{py['wall_s']:.2f} ({py['cpu_s']:.2f})" + ("*" if py["extrapolated_s"] > 0 else "")
@@ -252,13 +254,19 @@ def table(results):
         lines.append(f"| {name} | copy floor | cp {cp:.2f}, cp+fsync {cps:.2f}, dd {dd:.2f}, "
                      f"dd+fsync {dds:.2f} | | | | | | | file {info['file_bytes'] / MiB:.0f} MiB | "
                      f"largest tensor {info['largest_tensor_bytes'] / MiB:.0f} MiB | | "
-                     f"{r['floor']['cp']['load']:.1f} |")
+                     f"{r['floor']['cp']['load']:.1f} (dd: {fl['dd']['load']:.1f}) |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--table":
+        # --table RESULTS.json [FLOORS.json]
         with open(sys.argv[2]) as f:
-            print(table(json.load(f)))
+            res = json.load(f)
+        fl = None
+        if len(sys.argv) > 3:
+            with open(sys.argv[3]) as f:
+                fl = json.load(f)
+        print(table(res, fl))
     else:
         main()
