@@ -143,6 +143,7 @@ pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<App
     let plan = reinit::plan(&model, &options)?;
     let t_plan = t0.elapsed() - t_load;
     let mut applied = reinit::apply(&model, &plan, seed)?;
+    reinit::refine_lsuv(&model, &plan, &mut applied)?;
     let t_write = Instant::now();
     if let Some(output) = &output {
         let save = SaveOptions {
@@ -150,8 +151,10 @@ pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<App
             in_place: args.in_place,
             data_file: None,
         };
-        reinit::write(&model, &applied, output, &save)?;
+        reinit::write(&model, &plan, &mut applied, output, &save)?;
         applied.report.output = Some(output.display().to_string());
+    } else {
+        reinit::finish_without_writing(&model, &plan, &mut applied)?;
     }
     if let Some(mask_out) = &args.mask_out
         && output.is_some()
@@ -421,8 +424,12 @@ mod tests {
         let path = fixture("mlp_tanh.onnx");
         let from_path = run_apply(&Source::Path(path.clone()), &args("orthogonal"), true).unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        let from_bytes =
-            run_apply(&Source::Bytes(Bytes::from(bytes)), &args("orthogonal"), true).unwrap();
+        let from_bytes = run_apply(
+            &Source::Bytes(Bytes::from(bytes)),
+            &args("orthogonal"),
+            true,
+        )
+        .unwrap();
         assert_eq!(from_path.bytes, from_bytes.bytes);
         assert!(!from_path.report.weights.is_empty());
     }
@@ -445,7 +452,8 @@ mod tests {
 
     #[test]
     fn weights_and_nodes_are_read() {
-        let (weights, nodes) = read_weights(&Source::Path(fixture("tiny_transformer.onnx"))).unwrap();
+        let (weights, nodes) =
+            read_weights(&Source::Path(fixture("tiny_transformer.onnx"))).unwrap();
         assert!(weights.iter().any(|w| w.name.starts_with("onnx::MatMul_")));
         assert!(nodes.iter().any(|n| n.op_type == "MatMul"));
     }

@@ -113,12 +113,12 @@ impl ApplyArgs {
         if let Source::Path(p) = src
             && p.is_dir()
         {
-                return Err(Error::Usage(format!(
-                    "{}: is a directory; the Python API rewrites one file per call (the CLI's directory mode: `reinit {} --scheme {}`)",
-                    p.display(),
-                    p.display(),
-                    self.scheme
-                )));
+            return Err(Error::Usage(format!(
+                "{}: is a directory; the Python API rewrites one file per call (the CLI's directory mode: `reinit {} --scheme {}`)",
+                p.display(),
+                p.display(),
+                self.scheme
+            )));
         }
         Ok(None)
     }
