@@ -136,6 +136,9 @@ fn inverse(perm: &[usize]) -> Vec<usize> {
 
 /// Row-major transpose: `out.dims[i] = dims[perm[i]]`.
 pub(crate) fn permute(data: &[f64], dims: &[usize], perm: &[usize]) -> Vec<f64> {
+    if let ([rows, cols], [1, 0]) = (dims, perm) {
+        return transpose_2d(data, *rows, *cols);
+    }
     let rank = dims.len();
     let mut in_strides = vec![1usize; rank];
     for i in (0..rank.saturating_sub(1)).rev() {
@@ -154,6 +157,24 @@ pub(crate) fn permute(data: &[f64], dims: &[usize], perm: &[usize]) -> Vec<f64> 
                 break;
             }
             index[axis] = 0;
+        }
+    }
+    out
+}
+
+/// A `rows × cols` matrix transposed in cache-sized tiles: the common case
+/// (every `MatMul(X, W)` and Gemm `transB=0` weight) of [`permute`], which is
+/// an order of magnitude faster this way than per-element index arithmetic.
+fn transpose_2d(data: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    const TILE: usize = 32;
+    let mut out = vec![0.0; data.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = data[r * cols + c];
+                }
+            }
         }
     }
     out
@@ -429,5 +450,10 @@ mod tests {
         // out[k][i][j] = in[i][j][k]
         assert_eq!(p[(3 * 2 + 1) * 3 + 2], cube[(3 + 2) * 4 + 3]);
         assert_eq!(permute(&p, &[4, 2, 3], &inverse(&[2, 0, 1])), cube);
+        // The tiled 2-D path agrees with the general one across tile edges.
+        let m: Vec<f64> = (0..70 * 45).map(f64::from).collect();
+        let t = permute(&m, &[70, 45], &[1, 0]);
+        assert!((0..70).all(|r| (0..45).all(|c| t[c * 70 + r] == m[r * 45 + c])));
+        assert_eq!(permute(&t, &[45, 70], &[1, 0]), m);
     }
 }

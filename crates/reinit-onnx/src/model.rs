@@ -353,9 +353,11 @@ impl Model {
         let entry = self.tensor(id);
         let p = &entry.proto;
         let values = match &entry.storage {
-            Storage::Raw | Storage::External(_) => {
-                let bytes = self.raw_bytes(id)?.unwrap_or_default();
-                codec::decode_le(bytes, entry.dtype)
+            Storage::Raw => codec::decode_le(self.raw_bytes(id)?.unwrap_or_default(), entry.dtype),
+            Storage::External(reference) => {
+                let values = codec::decode_le(self.raw_bytes(id)?.unwrap_or_default(), entry.dtype);
+                self.release_external(reference);
+                values
             }
             Storage::FloatData => Some(p.float_data.iter().map(|&v| v as f64).collect()),
             Storage::DoubleData => Some(p.double_data.clone()),
@@ -373,6 +375,16 @@ impl Model {
                 format!("cannot read {} values as numbers", entry.dtype),
             )
         })
+    }
+
+    /// Drops the pages of an external tensor from the resident set once its
+    /// values have been copied out (large models stream through memory).
+    fn release_external(&self, reference: &ExternalRef) {
+        if let Some(map) = self.external.get(&reference.location)
+            && let Ok(range) = external::byte_range(reference, map.len() as u64)
+        {
+            crate::save::release(map, range);
+        }
     }
 
     /// All values as f32.

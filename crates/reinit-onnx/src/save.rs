@@ -166,13 +166,13 @@ impl Model {
         let path = path.as_ref();
         self.check_target(path, options)?;
         let layout = self.data_layout(path, options)?;
-        let bytes = self.spliced(edits, layout.as_ref())?;
+
         let data = match &layout {
             Some(layout) => Some(self.write_data(layout, edits, source)?),
             None => None,
         };
         let mut model = PendingFile::create(path)?;
-        model.write(&bytes)?;
+        self.spliced(edits, layout.as_ref(), &mut model)?;
         let model_bytes = model.written();
         let model = model.finish()?;
         let data_bytes = data.as_ref().map_or(0, |(_, n)| *n);
@@ -197,7 +197,9 @@ impl Model {
                 reason: "a model with external data must be saved to a file".into(),
             });
         }
-        self.spliced(edits, None)
+        let mut out = Vec::with_capacity(self.bytes().len());
+        self.spliced(edits, None, &mut out)?;
+        Ok(out)
     }
 
     pub fn has_external_data(&self) -> bool {
@@ -321,7 +323,7 @@ impl Model {
                         "overlaps another tensor's external data".into(),
                     ));
                 }
-                out.write(&map[pos..range.start])?;
+                copy_and_release(&mut out, map, pos..range.start)?;
                 let deferred;
                 let values = match edits.get(id) {
                     Some(values) => values,
@@ -333,7 +335,7 @@ impl Model {
                 self.write_encoded(&mut out, id, values)?;
                 pos = range.end;
             }
-            out.write(&map[pos..])?;
+            copy_and_release(&mut out, map, pos..map.len())?;
         }
         let written = out.written();
         Ok((out.finish()?, written))
@@ -391,7 +393,13 @@ impl Model {
             .map_err(|reason| self.tensor_error(entry, reason))
     }
 
-    fn spliced(&self, edits: &Edits, layout: Option<&DataLayout>) -> Result<Vec<u8>, Error> {
+    /// Streams the model's bytes with every splice applied into `out`.
+    fn spliced(
+        &self,
+        edits: &Edits,
+        layout: Option<&DataLayout>,
+        out: &mut dyn Sink,
+    ) -> Result<(), Error> {
         let buf = self.bytes();
         let mut splices = Vec::new();
         let mut ancestors: Vec<LenField> = Vec::new();
@@ -459,9 +467,8 @@ impl Model {
         }
         let splices = with_length_prefixes(splices, ancestors)
             .map_err(|reason| Error::invalid(self.path(), reason))?;
-        let mut out = emit(buf, &splices);
-        out.extend_from_slice(&appended);
-        Ok(out)
+        emit(buf, &splices, out)?;
+        out.put(&appended)
     }
 
     /// Splices replacing an embedded tensor's payload field.
@@ -644,17 +651,67 @@ fn with_length_prefixes(
     Ok(splices)
 }
 
-fn emit(buf: &[u8], splices: &[Splice]) -> Vec<u8> {
-    let delta: isize = splices.iter().map(Splice::delta).sum();
-    let mut out = Vec::with_capacity((buf.len() as isize + delta).max(0) as usize);
+/// Copies `range` of a mapped data file in 64 MiB pieces, telling the kernel
+/// after each that we are done with those pages, so resident memory stays
+/// bounded while gigabytes stream through.
+fn copy_and_release(
+    out: &mut PendingFile,
+    map: &memmap2::Mmap,
+    range: Range<usize>,
+) -> Result<(), Error> {
+    const PIECE: usize = 64 << 20;
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + PIECE).min(range.end);
+        out.write(&map[start..end])?;
+        release(map, start..end);
+        start = end;
+    }
+    Ok(())
+}
+
+/// Drops the pages of `range` from this process's resident set.
+pub(crate) fn release(map: &memmap2::Mmap, range: Range<usize>) {
+    #[cfg(unix)]
+    // SAFETY: the mapping is a read-only, file-backed, shared mapping we never
+    // write through; MADV_DONTNEED only drops its pages, which the kernel reads
+    // back from the file if they are touched again. Failure is harmless.
+    unsafe {
+        let _ = map.unchecked_advise_range(
+            memmap2::UncheckedAdvice::DontNeed,
+            range.start,
+            range.len(),
+        );
+    }
+}
+
+/// Where spliced bytes go: memory ([`Model::to_bytes`]) or the pending output
+/// file ([`Model::save`]), which then never holds a second copy of the model.
+pub(crate) trait Sink {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Error>;
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+impl Sink for PendingFile {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.write(bytes)
+    }
+}
+
+fn emit(buf: &[u8], splices: &[Splice], out: &mut dyn Sink) -> Result<(), Error> {
     let mut pos = 0;
     for splice in splices {
-        out.extend_from_slice(&buf[pos..splice.range.start]);
-        out.extend_from_slice(&splice.bytes);
+        out.put(&buf[pos..splice.range.start])?;
+        out.put(&splice.bytes)?;
         pos = splice.range.end;
     }
-    out.extend_from_slice(&buf[pos..]);
-    out
+    out.put(&buf[pos..])
 }
 
 /// True when both paths name the same existing file.

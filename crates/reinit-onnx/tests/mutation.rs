@@ -252,12 +252,12 @@ fn mutated_fixtures_load_cleanly_or_fail_cleanly() {
 fn the_generator_is_deterministic_and_covers_every_kind() {
     let original = std::fs::read(fixtures().join("tiny_resnet_bn.onnx")).unwrap();
     let fields = scan(&original);
-    for kind in 0..KINDS.len() {
+    for (kind, name) in KINDS.iter().enumerate() {
         let a = mutate(&original, &fields, kind, &mut Rng::new(42 + kind as u64));
         let b = mutate(&original, &fields, kind, &mut Rng::new(42 + kind as u64));
-        assert_eq!(a, b, "{}", KINDS[kind]);
+        assert_eq!(a, b, "{name}");
         let differs =
             (0..8).any(|s| mutate(&original, &fields, kind, &mut Rng::new(s)) != original);
-        assert!(differs, "{} never changes the file", KINDS[kind]);
+        assert!(differs, "{name} never changes the file");
     }
 }

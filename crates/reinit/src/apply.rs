@@ -303,6 +303,12 @@ fn orthogonality(
     let weight = &init.weight;
     let rows = w.spec.n_out;
     let cols = weight.len() / rows.max(1);
+    // The check forms the smaller Gram matrix: rows·cols·min flops. Past ~2 GFLOP
+    // it would cost as much as the QR itself, so large weights go unchecked
+    // (the schemes crate's tests hold orthogonality to 1e-10 in f64).
+    if (rows * cols).saturating_mul(rows.min(cols)) > 1 << 31 {
+        return None;
+    }
     // The gain is whatever the scheme chose: g² = ‖M‖² / min(rows, cols).
     let gain = (weight.iter().map(|v| v * v).sum::<f64>() / rows.min(cols).max(1) as f64).sqrt();
     if gain == 0.0 {

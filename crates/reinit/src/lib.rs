@@ -56,11 +56,13 @@ pub fn write(
     path: &Path,
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
-    let edits = with_metadata(applied);
+    // Borrow the edits out rather than cloning them: they hold every new value.
+    let mut edits = std::mem::take(&mut applied.edits);
+    add_metadata(&mut edits, &applied.report);
     let source = apply::Deferred::new(model, plan, applied);
-    let saved = model
-        .save_deferred(path, &edits, &source, options)
-        .map_err(Error::Save)?;
+    let saved = model.save_deferred(path, &edits, &source, options);
+    applied.edits = edits;
+    let saved = saved.map_err(Error::Save)?;
     source.finish(applied);
     Ok(saved)
 }
@@ -78,10 +80,14 @@ pub fn finish_without_writing(
     Ok(())
 }
 
-/// The edits plus the run's metadata entries.
+/// The edits plus the run's metadata entries (a copy; [`write`] adds them in place).
 pub fn with_metadata(applied: &Applied) -> reinit_onnx::Edits {
     let mut edits = applied.edits.clone();
-    let report = &applied.report;
+    add_metadata(&mut edits, &applied.report);
+    edits
+}
+
+fn add_metadata(edits: &mut reinit_onnx::Edits, report: &Report) {
     edits.set_metadata("reinit.version", env!("CARGO_PKG_VERSION"));
     edits.set_metadata("reinit.scheme", report.scheme.clone());
     edits.set_metadata("reinit.seed", report.seed.to_string());
@@ -95,7 +101,6 @@ pub fn with_metadata(applied: &Applied) -> reinit_onnx::Edits {
         "reinit.options",
         serde_json::to_string(&options).unwrap_or_default(),
     );
-    edits
 }
 
 /// Writes EOI masks as safetensors (u8, 1 = trainable), keyed by initializer name.

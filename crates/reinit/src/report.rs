@@ -14,15 +14,24 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// One pass: sum, sum of squares and non-zero count (shifted by the first
+    /// value, so the variance keeps its precision for data far from zero).
     pub fn of(values: &[f64]) -> Stats {
         let n = values.len().max(1) as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-        let nonzero = values.iter().filter(|v| **v != 0.0).count() as f64;
+        let shift = values.first().copied().unwrap_or(0.0);
+        let (mut sum, mut sum_sq, mut nonzero) = (0.0, 0.0, 0usize);
+        for &v in values {
+            let d = v - shift;
+            sum += d;
+            sum_sq += d * d;
+            nonzero += usize::from(v != 0.0);
+        }
+        let mean_shifted = sum / n;
+        let var = (sum_sq / n - mean_shifted * mean_shifted).max(0.0);
         Stats {
-            mean,
+            mean: shift + mean_shifted,
             std: var.sqrt(),
-            density: nonzero / n,
+            density: nonzero as f64 / n,
         }
     }
 }
@@ -121,5 +130,25 @@ impl Report {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stats;
+
+    #[test]
+    fn stats_match_the_two_pass_formulas() {
+        let v: Vec<f64> = (0..1000)
+            .map(|i| 1e4 + ((i * 37) % 101) as f64 * 0.01 - if i % 3 == 0 { 1e4 } else { 0.0 })
+            .collect();
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let std = (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+        let s = Stats::of(&v);
+        assert!((s.mean - mean).abs() < 1e-9 * mean.abs());
+        assert!((s.std - std).abs() < 1e-9 * std);
+        assert_eq!(Stats::of(&[0.0, 1.0, 0.0, 2.0]).density, 0.5);
+        assert_eq!(Stats::of(&[]).density, 0.0);
     }
 }
