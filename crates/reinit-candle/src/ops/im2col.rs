@@ -203,6 +203,61 @@ fn tensor_vec<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
     t.flatten_all()?.to_vec1::<T>()
 }
 
+/// Grouped convolutions with tiny per-group products (depthwise: one output
+/// channel, `kh·kw` rows) run as direct loops: a batched gemm of thousands of
+/// `1×9` products spends its time synchronising candle's thread pool.
+fn direct(groups: usize, og: usize, k: usize) -> bool {
+    groups > 1 && og * k <= 64
+}
+
+/// `out[g][i][:] = Σ_j A[g](i, j) · b[g][j][:]` with `A[g]` stored `[m, kk]`
+/// (or `[kk, m]` when `trans`), `b` `[groups, kk, n]`.
+fn direct_mm<T: WithDType>(
+    a: &[T],
+    b: &[T],
+    (groups, m, kk, n): (usize, usize, usize, usize),
+    trans: bool,
+) -> Vec<T> {
+    let mut out = vec![T::zero(); groups * m * n];
+    for g in 0..groups {
+        let ag = &a[g * m * kk..][..m * kk];
+        let bg = &b[g * kk * n..][..kk * n];
+        for i in 0..m {
+            let row = &mut out[(g * m + i) * n..][..n];
+            for j in 0..kk {
+                let c = if trans { ag[j * m + i] } else { ag[i * kk + j] };
+                for (o, v) in row.iter_mut().zip(&bg[j * n..(j + 1) * n]) {
+                    *o += c * *v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `out[g][i][j] = a[g][i][:] · b[g][j][:]`, `a` `[groups, m, n]`, `b` `[groups, kk, n]`.
+fn direct_dots<T: WithDType>(
+    a: &[T],
+    b: &[T],
+    (groups, m, kk, n): (usize, usize, usize, usize),
+) -> Vec<T> {
+    let mut out = vec![T::zero(); groups * m * kk];
+    for g in 0..groups {
+        for i in 0..m {
+            let ar = &a[(g * m + i) * n..][..n];
+            for j in 0..kk {
+                let br = &b[(g * kk + j) * n..][..n];
+                let mut acc = T::zero();
+                for (p, q) in ar.iter().zip(br) {
+                    acc += *p * *q;
+                }
+                out[(g * m + i) * kk + j] = acc;
+            }
+        }
+    }
+    out
+}
+
 struct Im2ColConv2d(Conv2dGeometry);
 
 impl Im2ColConv2d {
@@ -216,10 +271,16 @@ impl Im2ColConv2d {
         let g = &self.0;
         let d = Dims::new(xs, ws, g)?;
         let (groups, k, nl) = (g.groups.max(1), d.k(g), d.n * d.l());
-        let cols = Tensor::from_vec(im2col(x, &d, g), (groups, k, nl), &Device::Cpu)?;
-        let w = Tensor::from_slice(w, (groups, d.o / groups, k), &Device::Cpu)?;
+        let og = d.o / groups;
+        let cols = im2col(x, &d, g);
+        let prod = if direct(groups, og, k) {
+            direct_mm(w, &cols, (groups, og, k, nl), false)
+        } else {
+            let cols = Tensor::from_vec(cols, (groups, k, nl), &Device::Cpu)?;
+            let w = Tensor::from_slice(w, (groups, og, k), &Device::Cpu)?;
+            tensor_vec::<T>(&w.matmul(&cols)?)?
+        };
         // [O, N·L] → [N, O, L] in one pass
-        let prod = tensor_vec::<T>(&w.matmul(&cols)?)?;
         let l = d.l();
         let mut y = Vec::with_capacity(prod.len());
         for n in 0..d.n {
@@ -243,11 +304,7 @@ impl Im2ColConv2d {
         let d = Dims::new(x.dims(), w.dims(), g)?;
         let (groups, k, nl) = (g.groups.max(1), d.k(g), d.n * d.l());
         let og = d.o / groups;
-        let cols = Tensor::from_vec(
-            im2col(&tensor_vec::<T>(x)?, &d, g),
-            (groups, k, nl),
-            &Device::Cpu,
-        )?;
+        let cols = im2col(&tensor_vec::<T>(x)?, &d, g);
         // dy: [N, O, L] → [groups, og, N·L]
         let dy = grad
             .to_device(&Device::Cpu)?
@@ -259,9 +316,19 @@ impl Im2ColConv2d {
             .to_device(&Device::Cpu)?
             .contiguous()?
             .reshape((groups, og, k))?;
-        let dw = dy.matmul(&cols.t()?)?.reshape(w.dims())?;
-        let dcols = wg.t()?.matmul(&dy)?;
-        let dx = col2im(&tensor_vec::<T>(&dcols)?, &d, g);
+        let (dw, dcols) = if direct(groups, og, k) {
+            let (dy, wg) = (tensor_vec::<T>(&dy)?, tensor_vec::<T>(&wg)?);
+            let dw = direct_dots(&dy, &cols, (groups, og, k, nl));
+            (
+                Tensor::from_vec(dw, w.dims(), &Device::Cpu)?,
+                direct_mm(&wg, &dy, (groups, k, og, nl), true),
+            )
+        } else {
+            let cols = Tensor::from_vec(cols, (groups, k, nl), &Device::Cpu)?;
+            let dw = dy.matmul(&cols.t()?)?.reshape(w.dims())?;
+            (dw, tensor_vec::<T>(&wg.t()?.matmul(&dy)?)?)
+        };
+        let dx = col2im(&dcols, &d, g);
         let dx = Tensor::from_vec(dx, x.dims(), &Device::Cpu)?;
         Ok((dx.to_device(x.device())?, dw.to_device(w.device())?))
     }
@@ -353,6 +420,8 @@ mod tests {
             (1, 3, 10, 10, 3, 3, 2, 1, 2, 3),
             (3, 8, 6, 6, 16, 1, 0, 1, 1, 1),
             (2, 2, 7, 7, 4, 5, 2, 3, 1, 1),
+            (2, 6, 8, 8, 6, 3, 1, 1, 1, 6),
+            (2, 4, 9, 9, 8, 3, 1, 2, 1, 4),
         ] {
             let x =
                 candle_core::Var::from_vec(seq(n * c * h * w, 0.01), (n, c, h, w), &dev).unwrap();
