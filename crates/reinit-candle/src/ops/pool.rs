@@ -289,9 +289,9 @@ impl MaxPool2d {
                         }
                     }
                 }
-                for ow in 0..ow_n {
-                    if best_i[ow] != usize::MAX {
-                        f((plane * oh_n + oh) * ow_n + ow, plane * h * w + best_i[ow]);
+                for (ow, &b) in best_i.iter().enumerate() {
+                    if b != usize::MAX {
+                        f((plane * oh_n + oh) * ow_n + ow, plane * h * w + b);
                     }
                 }
             }
