@@ -2,9 +2,13 @@
 """PyTorch CPU time per training step for an ONNX fixture, to compare with
 `cargo run --release -p reinit-candle --example train_step` (run by hand).
 
-    python3 benches/train_step_torch.py fixtures/tiny_resnet_bn.onnx 32 10 --threads 2
-    RAYON_NUM_THREADS=2 cargo run --release -p reinit-candle --example train_step -- \
-        fixtures/tiny_resnet_bn.onnx 32 10
+    python3 benches/train_step_torch.py fixtures/tiny_resnet_bn.onnx 32 10 --threads 1
+    cargo build -p reinit-candle --example train_step
+    RAYON_NUM_THREADS=1 target/debug/examples/train_step fixtures/tiny_resnet_bn.onnx 32 10
+
+(the workspace dev profile builds candle at opt-level 3). Figures and the
+stock-kernel switches (REINIT_CONV=candle, REINIT_POOL=taps,
+REINIT_BN=composed) are in docs/candle-notes.md.
 
 The network is rebuilt in torch from the ONNX graph for the ops of the tiny
 ResNet (Conv, BatchNormalization in training mode, Relu, MaxPool, Add,

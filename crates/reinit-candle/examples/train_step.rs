@@ -1,6 +1,7 @@
 //! Times one training step (forward + backward + AdamW) of an ONNX model.
 //!
-//!     cargo run --release -p reinit-candle --example train_step -- fixtures/tiny_resnet_bn.onnx 32 10
+//!     cargo build -p reinit-candle --example train_step
+//!     RAYON_NUM_THREADS=1 target/debug/examples/train_step fixtures/tiny_resnet_bn.onnx 32 10
 //!
 //! Prints the median of N timed steps after 2 warm-up steps. Threads: candle
 //! uses `RAYON_NUM_THREADS` (default: all cores).

@@ -59,6 +59,15 @@
 //! Softmax and the norms are composed ops; all random tensors come from our
 //! seeded ChaCha8 [`Rng`]. Every differentiable op is checked against finite
 //! differences in f64 (`ops::gradcheck`).
+//!
+//! ## CPU kernels
+//! On CPU in f32/f64, Conv runs as im2col + matmul ([`ops::im2col`], explicit
+//! backward), training-mode BatchNormalization as one fused op with the
+//! closed-form backward, and 2-D MaxPool as a window kernel with a recorded
+//! argmax; together ≈ 3.6× faster training steps on the tiny ResNet
+//! (`docs/candle-notes.md`). `REINIT_CONV=candle`, `REINIT_BN=composed` and
+//! `REINIT_POOL=taps` select the composed candle paths again (for
+//! comparisons); other devices always use them.
 mod data;
 mod error;
 mod executor;

@@ -12,7 +12,7 @@
 //!
 //! Per-axis pads (asymmetric too), strides and dilations are handled natively,
 //! so no explicit pad/crop copies are needed. CPU only, f32/f64; other devices
-//! and dtypes keep candle's conv2d (see [`super::conv::conv2d`]).
+//! and dtypes keep candle's conv2d (see `ops::conv::conv2d`).
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 
