@@ -12,8 +12,8 @@ use crate::error::Error;
 use crate::plan::Plan;
 use crate::report::Stats;
 
-/// Rescales the LSUV weights of `applied` in place. Models with external data
-/// keep the pre-init (the pass needs the whole model in memory) with a warning.
+/// Rescales the LSUV weights of `applied` in place. Models with external data,
+/// or that the executor cannot run, keep the pre-init, with a warning.
 pub fn refine_lsuv(model: &Model, plan: &Plan, applied: &mut Applied) -> Result<(), Error> {
     let lsuv: Vec<_> = plan
         .weights
@@ -43,8 +43,19 @@ pub fn refine_lsuv(model: &Model, plan: &Plan, applied: &mut Applied) -> Result<
         batch: 64,
         seed: applied.report.seed,
     };
-    let scales = reinit_candle::lsuv(&pre, &names, &settings)
-        .map_err(|e| Error::Unsupported(format!("lsuv data pass: {e}")))?;
+    // The data pass runs the graph on synthetic data; a graph the executor
+    // cannot run (an unsupported op, an unusual batch layout) keeps the
+    // orthonormal pre-init, and the report says why.
+    let scales = match reinit_candle::lsuv(&pre, &names, &settings) {
+        Ok(scales) => scales,
+        Err(e) => {
+            let first_line = e.to_string().lines().next().unwrap_or_default().to_string();
+            applied.report.warnings.push(format!(
+                "lsuv: data pass failed, weights keep the orthonormal pre-init: {first_line}"
+            ));
+            return Ok(());
+        }
+    };
     for found in scales {
         let Some(w) = lsuv.iter().find(|w| w.name == found.weight) else {
             continue;
