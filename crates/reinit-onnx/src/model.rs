@@ -377,6 +377,37 @@ impl Model {
         })
     }
 
+    /// Visits the values in pieces of at most `chunk` values without building
+    /// the whole f64 tensor; the pages of external data are released as they
+    /// are consumed. For statistics over tensors larger than memory comfortably holds.
+    pub fn visit_f64(
+        &self,
+        id: TensorId,
+        chunk: usize,
+        mut visit: impl FnMut(&[f64]),
+    ) -> Result<(), Error> {
+        let entry = self.tensor(id);
+        let (Some(size), Some(bytes)) = (entry.dtype.size(), self.raw_bytes(id)?) else {
+            visit(&self.read_f64(id)?);
+            return Ok(());
+        };
+        let piece_len = chunk.max(1) * size;
+        for (i, piece) in bytes.chunks(piece_len).enumerate() {
+            let values = codec::decode_le(piece, entry.dtype).ok_or_else(|| {
+                self.tensor_error(entry, format!("cannot read {} values", entry.dtype))
+            })?;
+            visit(&values);
+            if let Storage::External(reference) = &entry.storage
+                && let Some(map) = self.external.get(&reference.location)
+                && let Ok(range) = external::byte_range(reference, map.len() as u64)
+            {
+                let start = range.start + i * piece_len;
+                crate::save::release(map, start..start + piece.len());
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the pages of an external tensor from the resident set once its
     /// values have been copied out (large models stream through memory).
     fn release_external(&self, reference: &ExternalRef) {

@@ -164,6 +164,9 @@ fn realize(
     w: &PlannedWeight,
     seed: u64,
 ) -> Result<Option<Realized>, Error> {
+    // Statistics of the old values first, so that the old and the new values
+    // of a large tensor are never in memory at the same time.
+    let before = Stats::of_tensor(model, w.tensor).map_err(Error::Load)?;
     let run = |scheme: &Scheme| {
         let mut stream = Stream::new(seed, &w.name, scheme.name());
         init_layer(scheme, &w.spec, &mut stream)
@@ -218,7 +221,7 @@ fn realize(
         params: format!("{scheme:?}"),
         reason: w.reason.clone(),
         notes,
-        before: Stats::of(&model.read_f64(w.tensor).map_err(Error::Load)?),
+        before,
         after: Stats::of(&init.weight),
         orthogonality_error: orthogonality(&scheme, &init, w, entry.dtype),
     };
@@ -246,18 +249,32 @@ fn realize(
     }))
 }
 
-/// Canonical → stored layout; a move when the two coincide (Gemm transB=1,
-/// Conv), so large weights are not copied.
-fn to_stored(layer: &reinit_graph::Layer, canonical: Vec<f64>) -> Vec<f64> {
-    let identity = layer.layout.steps.is_empty()
-        && matches!(
-            layer.layout.operand,
-            OperandLayout::OutIn | OperandLayout::Conv
-        );
-    if identity {
-        canonical
-    } else {
-        layer.canonical_to_stored(&canonical)
+/// Canonical → stored layout without a second copy where possible: a move
+/// when the two coincide (Gemm transB=1, Conv), an in-place transpose for a
+/// square `MatMul(X, W)` weight; otherwise the graph's general conversion.
+fn to_stored(layer: &reinit_graph::Layer, mut canonical: Vec<f64>) -> Vec<f64> {
+    let plain = layer.layout.steps.is_empty() && layer.groups == 1 && layer.kernel.is_empty();
+    match layer.layout.operand {
+        OperandLayout::OutIn | OperandLayout::Conv if layer.layout.steps.is_empty() => canonical,
+        OperandLayout::InOut if plain && layer.n_out == layer.n_in => {
+            transpose_square_in_place(&mut canonical, layer.n_out);
+            canonical
+        }
+        _ => layer.canonical_to_stored(&canonical),
+    }
+}
+
+/// Transposes an `n × n` row-major matrix in place, tile by tile.
+fn transpose_square_in_place(a: &mut [f64], n: usize) {
+    const TILE: usize = 32;
+    for i0 in (0..n).step_by(TILE) {
+        for j0 in (i0..n).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(n) {
+                for j in j0.max(i + 1)..(j0 + TILE).min(n) {
+                    a.swap(i * n + j, j * n + i);
+                }
+            }
+        }
     }
 }
 
@@ -459,6 +476,22 @@ impl DeferredValues for Deferred<'_> {
                     unchanged()
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn square_transpose_in_place_matches_the_definition() {
+        for n in [1, 5, 32, 33, 70] {
+            let a: Vec<f64> = (0..n * n).map(|v| v as f64).collect();
+            let mut t = a.clone();
+            super::transpose_square_in_place(&mut t, n);
+            assert!(
+                (0..n).all(|i| (0..n).all(|j| t[i * n + j] == a[j * n + i])),
+                "n = {n}"
+            );
         }
     }
 }

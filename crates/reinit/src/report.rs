@@ -14,24 +14,57 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// One pass: sum, sum of squares and non-zero count (shifted by the first
-    /// value, so the variance keeps its precision for data far from zero).
     pub fn of(values: &[f64]) -> Stats {
-        let n = values.len().max(1) as f64;
-        let shift = values.first().copied().unwrap_or(0.0);
-        let (mut sum, mut sum_sq, mut nonzero) = (0.0, 0.0, 0usize);
+        let mut acc = StatsAcc::default();
+        acc.push(values);
+        acc.finish()
+    }
+
+    /// Statistics of a stored tensor, read piece by piece (a large external
+    /// tensor is never materialized as f64 for this).
+    pub fn of_tensor(
+        model: &reinit_onnx::Model,
+        id: reinit_onnx::TensorId,
+    ) -> Result<Stats, reinit_onnx::Error> {
+        let mut acc = StatsAcc::default();
+        model.visit_f64(id, 1 << 20, |piece| acc.push(piece))?;
+        Ok(acc.finish())
+    }
+}
+
+/// One pass: sum, sum of squares and non-zero count, shifted by the first
+/// value so that the variance keeps its precision for data far from zero.
+#[derive(Debug, Default)]
+struct StatsAcc {
+    n: usize,
+    shift: Option<f64>,
+    sum: f64,
+    sum_sq: f64,
+    nonzero: usize,
+}
+
+impl StatsAcc {
+    fn push(&mut self, values: &[f64]) {
+        let shift = *self
+            .shift
+            .get_or_insert(values.first().copied().unwrap_or(0.0));
         for &v in values {
             let d = v - shift;
-            sum += d;
-            sum_sq += d * d;
-            nonzero += usize::from(v != 0.0);
+            self.sum += d;
+            self.sum_sq += d * d;
+            self.nonzero += usize::from(v != 0.0);
         }
-        let mean_shifted = sum / n;
-        let var = (sum_sq / n - mean_shifted * mean_shifted).max(0.0);
+        self.n += values.len();
+    }
+
+    fn finish(self) -> Stats {
+        let n = self.n.max(1) as f64;
+        let mean_shifted = self.sum / n;
+        let var = (self.sum_sq / n - mean_shifted * mean_shifted).max(0.0);
         Stats {
-            mean: shift + mean_shifted,
+            mean: self.shift.unwrap_or(0.0) + mean_shifted,
             std: var.sqrt(),
-            density: nonzero as f64 / n,
+            density: self.nonzero as f64 / n,
         }
     }
 }
