@@ -142,25 +142,19 @@ pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<App
     let t_load = t0.elapsed();
     let plan = reinit::plan(&model, &options)?;
     let t_plan = t0.elapsed() - t_load;
-    let mut applied = reinit::apply(&model, &plan, seed)?;
-    reinit::refine_lsuv(&model, &plan, &mut applied)?;
-    let t_write = Instant::now();
-    if let Some(output) = &output {
-        let save = SaveOptions {
-            overwrite: args.force,
-            in_place: args.in_place,
-            data_file: None,
-        };
-        reinit::write(&model, &plan, &mut applied, output, &save)?;
-        applied.report.output = Some(output.display().to_string());
-    } else {
-        reinit::finish_without_writing(&model, &plan, &mut applied)?;
-    }
-    if let Some(mask_out) = &args.mask_out
-        && output.is_some()
-    {
-        reinit::write_masks(&applied.masks, mask_out)?;
-    }
+    let save = SaveOptions {
+        overwrite: args.force,
+        in_place: args.in_place,
+        data_file: None,
+    };
+    let mut applied = reinit::apply_and_write(
+        &model,
+        &plan,
+        seed,
+        output.as_deref().map(|path| (path, &save)),
+        args.mask_out.as_deref(),
+        &|| {},
+    )?;
     let bytes = if want_bytes && !args.dry_run {
         Some(
             model
@@ -171,10 +165,10 @@ pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<App
         None
     };
     let report = &mut applied.report;
+    // Returning bytes is not a dry run even though no file was written.
     report.dry_run = args.dry_run;
     report.timings_ms.load = t_load.as_secs_f64() * 1e3;
     report.timings_ms.analyze_and_plan = t_plan.as_secs_f64() * 1e3;
-    report.timings_ms.write = t_write.elapsed().as_secs_f64() * 1e3;
     Ok(ApplyOutcome {
         report: applied.report,
         bytes,

@@ -67,6 +67,37 @@ pub fn write(
     Ok(saved)
 }
 
+/// The rewrite sequence the CLI and the Python package share: fill every
+/// planned weight (with LSUV's data pass when built with `verify`), then save
+/// to `output` — or, without one, complete the report without writing — and
+/// write the EOI masks after the model. `tick` runs once per eagerly filled weight.
+pub fn apply_and_write(
+    model: &Model,
+    plan: &Plan,
+    seed: u64,
+    output: Option<(&Path, &SaveOptions)>,
+    mask_out: Option<&Path>,
+    tick: &(dyn Fn() + Sync),
+) -> Result<Applied, Error> {
+    let mut applied = apply_with_progress(model, plan, seed, tick)?;
+    #[cfg(feature = "verify")]
+    refine_lsuv(model, plan, &mut applied)?;
+    let start = std::time::Instant::now();
+    match output {
+        Some((path, save)) => {
+            write(model, plan, &mut applied, path, save)?;
+            applied.report.output = Some(path.display().to_string());
+            if let Some(mask_out) = mask_out {
+                write_masks(&applied.masks, mask_out)?;
+            }
+        }
+        None => finish_without_writing(model, plan, &mut applied)?,
+    }
+    applied.report.dry_run = output.is_none();
+    applied.report.timings_ms.write = start.elapsed().as_secs_f64() * 1e3;
+    Ok(applied)
+}
+
 /// For a dry run: fills the deferred weights one at a time for their
 /// statistics, writing nothing.
 pub fn finish_without_writing(

@@ -103,32 +103,23 @@ fn rewrite(
     let plan = reinit::plan(&model, options)?;
     let t_plan = t0.elapsed() - t_load;
     let bar = progress(args, plan.weights.len());
-    let mut applied = reinit::apply_with_progress(&model, &plan, seed, &|| bar.inc(1))?;
+    let save = SaveOptions {
+        overwrite: args.force,
+        in_place: args.in_place,
+        data_file: None,
+    };
+    let mut applied = reinit::apply_and_write(
+        &model,
+        &plan,
+        seed,
+        output.map(|path| (path, &save)),
+        args.mask_out.as_deref(),
+        &|| bar.inc(1),
+    )?;
     bar.finish_and_clear();
-    #[cfg(feature = "verify")]
-    reinit::refine_lsuv(&model, &plan, &mut applied)?;
-    let t_write = Instant::now();
-    if let Some(output) = output {
-        let save = SaveOptions {
-            overwrite: args.force,
-            in_place: args.in_place,
-            data_file: None,
-        };
-        reinit::write(&model, &plan, &mut applied, output, &save)?;
-        applied.report.output = Some(output.display().to_string());
-    } else {
-        reinit::finish_without_writing(&model, &plan, &mut applied)?;
-    }
-    if let Some(mask_out) = &args.mask_out
-        && output.is_some()
-    {
-        reinit::write_masks(&applied.masks, mask_out)?;
-    }
     let report = &mut applied.report;
-    report.dry_run = output.is_none();
     report.timings_ms.load = t_load.as_secs_f64() * 1e3;
     report.timings_ms.analyze_and_plan = t_plan.as_secs_f64() * 1e3;
-    report.timings_ms.write = t_write.elapsed().as_secs_f64() * 1e3;
     if !args.quiet {
         if args.dry_run && !args.json {
             eprint!("{}", report.table());
