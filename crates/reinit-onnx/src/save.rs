@@ -7,6 +7,7 @@
 //! is re-encoded, so unknown fields, field order and non-canonical encodings
 //! survive, and a model saved without edits is byte-identical.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use crate::atomic::{PendingFile, ReadyFile};
-use crate::codec::{self, Storage};
+use crate::codec::{self, DType, Storage};
 use crate::error::Error;
 use crate::external;
 use crate::index::{self, LenField};
@@ -26,6 +27,9 @@ use crate::wire;
 #[derive(Debug, Default, Clone)]
 pub struct Edits {
     values: BTreeMap<TensorId, Vec<f64>>,
+    /// New values already encoded in the tensor's dtype and storage form
+    /// (half the memory of f64 for an f32 model, encoded off the save path).
+    payloads: BTreeMap<TensorId, Vec<u8>>,
     /// Externally stored tensors whose values a [`DeferredValues`] source
     /// produces while the save streams the data file.
     deferred: BTreeSet<TensorId>,
@@ -54,13 +58,27 @@ impl DeferredValues for NoDeferred {
 impl Edits {
     pub fn set(&mut self, id: TensorId, values: Vec<f64>) {
         self.deferred.remove(&id);
+        self.payloads.remove(&id);
         self.values.insert(id, values);
+    }
+
+    /// Sets a tensor's new values from a payload made by [`Model::encode`].
+    pub fn set_payload(&mut self, payload: Payload) {
+        self.deferred.remove(&payload.id);
+        self.values.remove(&payload.id);
+        self.payloads.insert(payload.id, payload.bytes);
+    }
+
+    /// The encoded payload of a tensor set with [`Edits::set_payload`].
+    pub fn payload(&self, id: TensorId) -> Option<&[u8]> {
+        self.payloads.get(&id).map(Vec::as_slice)
     }
 
     /// Marks an externally stored tensor whose values come from the
     /// [`DeferredValues`] passed to [`Model::save_deferred`].
     pub fn defer(&mut self, id: TensorId) {
         self.values.remove(&id);
+        self.payloads.remove(&id);
         self.deferred.insert(id);
     }
 
@@ -70,7 +88,9 @@ impl Edits {
 
     /// Whether `id` is edited (eagerly or deferred).
     pub fn contains(&self, id: TensorId) -> bool {
-        self.values.contains_key(&id) || self.deferred.contains(&id)
+        self.values.contains_key(&id)
+            || self.payloads.contains_key(&id)
+            || self.deferred.contains(&id)
     }
 
     pub fn get(&self, id: TensorId) -> Option<&[f64]> {
@@ -85,7 +105,7 @@ impl Edits {
     }
 
     pub fn len(&self) -> usize {
-        self.values.len() + self.deferred.len()
+        self.values.len() + self.payloads.len() + self.deferred.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,10 +114,24 @@ impl Edits {
 
     /// Every edited tensor, eager or deferred, in id order.
     pub fn tensors(&self) -> impl Iterator<Item = TensorId> + '_ {
-        let mut all: Vec<TensorId> = self.values.keys().chain(&self.deferred).copied().collect();
+        let mut all: Vec<TensorId> = self
+            .values
+            .keys()
+            .chain(self.payloads.keys())
+            .chain(&self.deferred)
+            .copied()
+            .collect();
         all.sort();
         all.into_iter()
     }
+}
+
+/// A tensor's new values, checked and encoded by [`Model::encode`] in the
+/// tensor's own dtype and storage form.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    id: TensorId,
+    bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -121,12 +155,12 @@ pub struct SaveReport {
 
 /// One replacement of a byte range of the original.
 #[derive(Debug, Clone)]
-struct Splice {
+struct Splice<'a> {
     range: Range<usize>,
-    bytes: Vec<u8>,
+    bytes: Cow<'a, [u8]>,
 }
 
-impl Splice {
+impl Splice<'_> {
     fn delta(&self) -> isize {
         self.bytes.len() as isize - self.range.len() as isize
     }
@@ -324,6 +358,11 @@ impl Model {
                     ));
                 }
                 copy_and_release(&mut out, map, pos..range.start)?;
+                if let Some(payload) = edits.payload(id) {
+                    out.write(payload)?;
+                    pos = range.end;
+                    continue;
+                }
                 let deferred;
                 let values = match edits.get(id) {
                     Some(values) => values,
@@ -379,18 +418,58 @@ impl Model {
         Ok(())
     }
 
-    /// The new payload of an edited tensor, checked and encoded.
-    fn encoded(&self, id: TensorId, edits: &Edits) -> Result<Vec<u8>, Error> {
+    /// Checks `values` against tensor `id` and encodes them in its dtype and
+    /// storage form (little-endian for `raw_data` and external data, the
+    /// packed payload for typed fields), ready for [`Edits::set_payload`].
+    pub fn encode(&self, id: TensorId, values: &[f64]) -> Result<Payload, Error> {
+        self.check_values(id, values)?;
         let entry = self.tensor(id);
+        let storage = match entry.storage {
+            Storage::External(_) => &Storage::Raw,
+            ref other => other,
+        };
+        let bytes = codec::encode(values, entry.dtype, storage)
+            .map_err(|reason| self.tensor_error(entry, reason))?;
+        Ok(Payload { id, bytes })
+    }
+
+    /// The new values of an edited tensor, whether they were given as values
+    /// or as an encoded payload (`None` when the tensor is not edited or deferred).
+    pub fn edited_values(&self, edits: &Edits, id: TensorId) -> Result<Option<Vec<f64>>, Error> {
+        if let Some(values) = edits.get(id) {
+            return Ok(Some(values.to_vec()));
+        }
+        let Some(payload) = edits.payload(id) else {
+            return Ok(None);
+        };
+        let entry = self.tensor(id);
+        let decoded = match (&entry.storage, entry.dtype) {
+            (Storage::Int32Data, dtype @ (DType::F16 | DType::BF16)) => {
+                let bits: Vec<i32> = codec::decode_varints(payload)
+                    .into_iter()
+                    .map(|v| v as i32)
+                    .collect();
+                Some(codec::decode_half_bits(&bits, dtype))
+            }
+            (_, dtype) => codec::decode_le(payload, dtype),
+        };
+        decoded
+            .map(Some)
+            .ok_or_else(|| self.tensor_error(entry, "cannot decode its new payload".into()))
+    }
+
+    /// The new payload of an edited tensor: as given, or encoded now.
+    fn encoded<'e>(&self, id: TensorId, edits: &'e Edits) -> Result<Cow<'e, [u8]>, Error> {
+        if let Some(payload) = edits.payload(id) {
+            return Ok(Cow::Borrowed(payload));
+        }
         let Some(values) = edits.get(id) else {
             return Err(self.tensor_error(
-                entry,
+                self.tensor(id),
                 "deferred values are only supported for external tensors".into(),
             ));
         };
-        self.check_values(id, values)?;
-        codec::encode(values, entry.dtype, &entry.storage)
-            .map_err(|reason| self.tensor_error(entry, reason))
+        Ok(Cow::Owned(self.encode(id, values)?.bytes))
     }
 
     /// Streams the model's bytes with every splice applied into `out`.
@@ -407,6 +486,8 @@ impl Model {
             if matches!(self.tensor(id).storage, Storage::External(_)) {
                 if let Some(values) = edits.get(id) {
                     self.check_values(id, values)?; // written with the data file
+                } else if edits.payload(id).is_some() {
+                    // checked when it was encoded
                 } else if !self.tensor(id).dtype.is_float() {
                     return Err(self.tensor_error(
                         self.tensor(id),
@@ -451,7 +532,7 @@ impl Model {
                     let value_field = string_field(index::ENTRY_VALUE, value);
                     splices.push(Splice {
                         range: site.value_field.clone(),
-                        bytes: value_field,
+                        bytes: value_field.into(),
                     });
                     ancestors.push(site.entry.clone());
                 }
@@ -472,7 +553,11 @@ impl Model {
     }
 
     /// Splices replacing an embedded tensor's payload field.
-    fn payload_splices(&self, id: TensorId, edits: &Edits) -> Result<Vec<Splice>, Error> {
+    fn payload_splices<'e>(
+        &self,
+        id: TensorId,
+        edits: &'e Edits,
+    ) -> Result<Vec<Splice<'e>>, Error> {
         let entry = self.tensor(id);
         let site = &self.sites[id.0];
         let payload = self.encoded(id, edits)?;
@@ -503,7 +588,7 @@ impl Model {
                 wire::write_varint(payload.len() as u64, &mut varint);
                 splices.push(Splice {
                     range: prefix,
-                    bytes: varint,
+                    bytes: varint.into(),
                 });
             }
             splices.push(Splice {
@@ -522,10 +607,12 @@ impl Model {
             ));
         }
         let mut proto = entry.proto.clone();
-        let values = edits.get(id).unwrap_or_default();
+        let decoded = |dtype| codec::decode_le(&payload, dtype).unwrap_or_default();
         match entry.storage {
-            Storage::FloatData => proto.float_data = values.iter().map(|&v| v as f32).collect(),
-            Storage::DoubleData => proto.double_data = values.to_vec(),
+            Storage::FloatData => {
+                proto.float_data = decoded(DType::F32).iter().map(|&v| v as f32).collect()
+            }
+            Storage::DoubleData => proto.double_data = decoded(DType::F64),
             Storage::Int32Data => {
                 proto.int32_data = codec::decode_varints(&payload)
                     .into_iter()
@@ -536,7 +623,7 @@ impl Model {
         }
         Ok(vec![Splice {
             range: site.message(),
-            bytes: proto.encode_to_vec(),
+            bytes: proto.encode_to_vec().into(),
         }])
     }
 }
@@ -549,7 +636,7 @@ fn external_splices(
     name: &str,
     offset: u64,
     moved: bool,
-) -> (Vec<Splice>, Vec<LenField>) {
+) -> (Vec<Splice<'static>>, Vec<LenField>) {
     let mut splices = Vec::new();
     let mut entries = Vec::new();
     let mut has_offset = false;
@@ -561,7 +648,7 @@ fn external_splices(
                 if current(&entry.value_field) != field.as_slice() {
                     splices.push(Splice {
                         range: entry.value_field.clone(),
-                        bytes: field,
+                        bytes: field.into(),
                     });
                     entries.push(entry.entry.clone());
                 }
@@ -572,7 +659,7 @@ fn external_splices(
                     let field = string_field(index::ENTRY_VALUE, &offset.to_string());
                     splices.push(Splice {
                         range: entry.value_field.clone(),
-                        bytes: field,
+                        bytes: field.into(),
                     });
                     entries.push(entry.entry.clone());
                 }
@@ -589,7 +676,7 @@ fn external_splices(
         let end = site.message().end;
         splices.push(Splice {
             range: end..end,
-            bytes,
+            bytes: bytes.into(),
         });
     }
     (splices, entries)
@@ -635,7 +722,7 @@ fn with_length_prefixes(
             wire::write_varint(new_len, &mut varint);
             splices.push(Splice {
                 range: ancestor.prefix.clone(),
-                bytes: varint,
+                bytes: varint.into(),
             });
         }
     }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use reinit_graph::OperandLayout;
-use reinit_onnx::{DType, DeferredValues, Edits, Model, Storage, TensorId};
+use reinit_onnx::{DType, DeferredValues, Edits, Model, Payload, Storage, TensorId};
 use reinit_schemes::{
     CastFormat, LayerInit, NormSpec, Scheme, SchemeError, Stream, init_layer, init_norm,
     orthogonality_error_after_cast,
@@ -69,10 +69,19 @@ pub fn apply_with_progress(
     let eager: Vec<usize> = (0..plan.weights.len())
         .filter(|i| !deferred.contains(i))
         .collect();
-    let realized: Vec<Result<Option<Realized>, Error>> = eager
+    // Fill and encode in parallel: the edits keep the encoded payload (4 bytes
+    // a value for f32) rather than the f64 values.
+    let realized: Vec<Result<Option<(Realized, Payload)>, Error>> = eager
         .par_iter()
         .map(|&i| {
-            let result = realize(model, plan, &plan.weights[i], seed);
+            let result = realize(model, plan, &plan.weights[i], seed).and_then(|r| {
+                r.map(|mut r| {
+                    let payload = model.encode(r.tensor, &r.stored).map_err(Error::Save)?;
+                    r.stored = Vec::new();
+                    Ok((r, payload))
+                })
+                .transpose()
+            });
             tick();
             result
         })
@@ -94,7 +103,7 @@ pub fn apply_with_progress(
     let mut masks = Vec::new();
     for (&i, result) in eager.iter().zip(realized) {
         match result? {
-            Some(r) => record(r, &mut edits, &mut report, &mut masks),
+            Some((r, payload)) => record(r, payload, &mut edits, &mut report, &mut masks),
             None => report.kept.push(not_covered(&plan.weights[i])),
         }
     }
@@ -129,14 +138,20 @@ pub fn apply_with_progress(
     })
 }
 
-fn record(r: Realized, edits: &mut Edits, report: &mut Report, masks: &mut Vec<Mask>) {
+fn record(
+    r: Realized,
+    payload: Payload,
+    edits: &mut Edits,
+    report: &mut Report,
+    masks: &mut Vec<Mask>,
+) {
     report.weights.push(r.report);
     if let Some((id, values, bias_report)) = r.bias {
         report.weights.push(bias_report);
         edits.set(id, values);
     }
     masks.extend(r.mask);
-    edits.set(r.tensor, r.stored);
+    edits.set_payload(payload);
 }
 
 fn not_covered(w: &PlannedWeight) -> Kept {

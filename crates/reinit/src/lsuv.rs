@@ -60,7 +60,10 @@ pub fn refine_lsuv(model: &Model, plan: &Plan, applied: &mut Applied) -> Result<
         let Some(w) = lsuv.iter().find(|w| w.name == found.weight) else {
             continue;
         };
-        let Some(values) = applied.edits.get(w.tensor) else {
+        let Some(values) = model
+            .edited_values(&applied.edits, w.tensor)
+            .map_err(Error::Save)?
+        else {
             continue;
         };
         let scaled: Vec<f64> = values.iter().map(|v| v * found.scale).collect();
