@@ -84,6 +84,18 @@ pub struct Model {
     pub(crate) sites: Vec<TensorSite>,
     pub(crate) metadata: Vec<MetadataSite>,
     pub(crate) external: ExternalFiles,
+    /// The input file's mapping (when loaded from a file), to release pages
+    /// that have been consumed.
+    map: Option<Arc<Mmap>>,
+}
+
+/// Lets `Bytes` borrow from a mapping that the model also keeps a handle to.
+struct SharedMap(Arc<Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl Model {
@@ -95,14 +107,17 @@ impl Model {
         if !meta.is_file() {
             return Err(Error::invalid(path, "not a regular file"));
         }
-        let bytes = if meta.len() == 0 {
-            Bytes::new()
+        let map = if meta.len() == 0 {
+            None
         } else {
             // SAFETY: read-only mapping; we never write to the input file (saves go
             // through a temporary file and a rename, which leaves this inode alone).
             let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            Bytes::from_owner(map)
+            Some(Arc::new(map))
         };
+        let bytes = map
+            .clone()
+            .map_or_else(Bytes::new, |m| Bytes::from_owner(SharedMap(m)));
         let dir = path
             .parent()
             .map(|p| {
@@ -113,7 +128,9 @@ impl Model {
                 }
             })
             .unwrap_or(Path::new("."));
-        Model::decode(path.to_path_buf(), Some(dir.to_path_buf()), bytes)
+        let mut model = Model::decode(path.to_path_buf(), Some(dir.to_path_buf()), bytes)?;
+        model.map = map;
+        Ok(model)
     }
 
     /// Decodes a model from memory. `base_dir` anchors external data; without
@@ -145,6 +162,7 @@ impl Model {
             sites: Vec::new(),
             metadata: index.metadata,
             external: ExternalFiles::default(),
+            map: None,
         };
         for site in index.tensors {
             let entry = model.describe(&site)?;
@@ -397,6 +415,7 @@ impl Model {
                 self.tensor_error(entry, format!("cannot read {} values", entry.dtype))
             })?;
             visit(&values);
+            self.release_bytes(piece);
             if let Storage::External(reference) = &entry.storage
                 && let Some(map) = self.external.get(&reference.location)
                 && let Ok(range) = external::byte_range(reference, map.len() as u64)
@@ -406,6 +425,22 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Drops the pages behind `slice` from the resident set, when it lies in
+    /// the input file's mapping (they are read back from the file if needed).
+    pub(crate) fn release_bytes(&self, slice: &[u8]) {
+        let (Some(map), Some(start)) = (&self.map, self.offset_of(slice)) else {
+            return;
+        };
+        crate::save::release(map, start..start + slice.len());
+    }
+
+    /// Where `slice` starts in the model's bytes, if it is part of them.
+    fn offset_of(&self, slice: &[u8]) -> Option<usize> {
+        let base = self.bytes.as_ptr() as usize;
+        let start = (slice.as_ptr() as usize).checked_sub(base)?;
+        (start + slice.len() <= self.bytes.len()).then_some(start)
     }
 
     /// Drops the pages of an external tensor from the resident set once its

@@ -548,7 +548,7 @@ impl Model {
         }
         let splices = with_length_prefixes(splices, ancestors)
             .map_err(|reason| Error::invalid(self.path(), reason))?;
-        emit(buf, &splices, out)?;
+        emit(buf, &splices, out, &|done| self.release_bytes(done))?;
         out.put(&appended)
     }
 
@@ -791,14 +791,24 @@ impl Sink for PendingFile {
     }
 }
 
-fn emit(buf: &[u8], splices: &[Splice], out: &mut dyn Sink) -> Result<(), Error> {
+/// Writes `buf` with the splices applied; `release` is told about every range
+/// of `buf` that has been written (or replaced) and is not needed again.
+fn emit(
+    buf: &[u8],
+    splices: &[Splice],
+    out: &mut dyn Sink,
+    release: &dyn Fn(&[u8]),
+) -> Result<(), Error> {
     let mut pos = 0;
     for splice in splices {
         out.put(&buf[pos..splice.range.start])?;
         out.put(&splice.bytes)?;
+        release(&buf[pos..splice.range.end]);
         pos = splice.range.end;
     }
-    out.put(&buf[pos..])
+    out.put(&buf[pos..])?;
+    release(&buf[pos..]);
+    Ok(())
 }
 
 /// True when both paths name the same existing file.
