@@ -379,3 +379,34 @@ def test_load_into_strict_and_non_strict():
         reinit.torch.load_into(module, fixtures_dir() / "mlp_relu.onnx")
     result = reinit.torch.load_into(module, fixtures_dir() / "mlp_relu.onnx", strict=False)
     assert "2.weight" in result.not_set or "0.weight" in result.set
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def test_verify_matches_the_cli_document(cli, tmp_path):
+    model = str(fixtures_dir() / "mlp_relu.onnx")
+    ours = reinit.verify(model, ["he", "relu-share"], seed=3, steps=20, submatrix="orthogonal", plot=tmp_path / "plots")
+    out = subprocess.run(
+        [str(cli), "verify", model, "--schemes", "he,relu-share", "--seed", "3", "--steps", "20",
+         "--submatrix", "orthogonal", "--json", "-q"],
+        capture_output=True, text=True, check=True,
+    )
+    theirs = json.loads(out.stdout)
+    assert [r["scheme"] for r in ours["runs"]] == ["he", "relu-share"]
+    for a, b in zip(ours["runs"], theirs["runs"]):
+        assert a["loss"] == b["loss"] and a["verdict"] == b["verdict"]
+    # The mirrored init is an isometry: every Jacobian singular value is 1.
+    jac = ours["runs"][1]["jacobian"]
+    assert abs(jac["min_sv"] - 1) < 1e-4 and abs(jac["max_sv"] - 1) < 1e-4
+    assert (tmp_path / "plots" / "loss.svg").exists()
+
+
+def test_verify_rejects_bad_settings():
+    model = str(fixtures_dir() / "mlp_relu.onnx")
+    with pytest.raises(reinit.UsageError):
+        reinit.verify(model, ["he"], lr=-1.0)
+    with pytest.raises(reinit.UsageError):
+        reinit.verify(model, ["nope"])
+    with pytest.raises(reinit.UsageError):
+        reinit.verify(model, ["he"], densty=0.1)

@@ -370,11 +370,53 @@ fn _weights<'py>(
     Ok((dict, list))
 }
 
-/// Whether this build can run `verify` (it cannot yet: the candle trainer has
-/// no library entry point).
+/// `reinit verify` for one model: the `--json` document as JSON text.
+/// `params_json` holds the scheme parameters (kebab-case keys, as in `--rules`).
+#[pyfunction]
+#[pyo3(signature = (model, schemes, *, seed=0, params_json=None, steps=None, lr=None,
+    batch=None, optimizer=None, device="cpu".to_string(), input_shape=None, plot=None))]
+#[allow(clippy::too_many_arguments)]
+fn _verify(
+    py: Python<'_>,
+    model: &Bound<'_, PyAny>,
+    schemes: Vec<String>,
+    seed: u64,
+    params_json: Option<String>,
+    steps: Option<usize>,
+    lr: Option<f64>,
+    batch: Option<usize>,
+    optimizer: Option<String>,
+    device: String,
+    input_shape: Option<String>,
+    plot: Option<PathBuf>,
+) -> PyResult<String> {
+    let src = source(model)?;
+    let report = engine(py, || {
+        let params: reinit::SchemeParams = match &params_json {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| Error::Usage(format!("scheme parameters: {e}")))?,
+            None => Default::default(),
+        };
+        let settings = reinit::VerifySettings {
+            steps,
+            lr,
+            batch,
+            optimizer,
+            device,
+            input_shape,
+            plot,
+        };
+        let config = settings.config(seed)?;
+        let model = src.load()?;
+        reinit::verify(&model, &schemes, &params, seed, config)
+    })?;
+    Ok(serde_json::to_string(&report).unwrap_or_default())
+}
+
+/// Whether this build can run `verify` (the candle trainer is compiled in).
 #[pyfunction]
 fn _has_verify() -> bool {
-    false
+    true
 }
 
 /// The version of the engine (the `reinit` crate).
@@ -388,6 +430,7 @@ fn _reinit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_apply, m)?)?;
     m.add_function(wrap_pyfunction!(_inspect, m)?)?;
     m.add_function(wrap_pyfunction!(_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(_verify, m)?)?;
     m.add_function(wrap_pyfunction!(_has_verify, m)?)?;
     m.add_function(wrap_pyfunction!(_engine_version, m)?)?;
     Ok(())

@@ -31,6 +31,8 @@ mod plan;
 mod report;
 mod rules;
 mod spec;
+#[cfg(feature = "verify")]
+mod verify;
 
 pub use apply::{Applied, Mask, apply, apply_with_progress};
 pub use error::Error;
@@ -40,6 +42,8 @@ pub use params::SchemeParams;
 pub use plan::{Kept, Plan, PlanOptions, PlannedWeight, plan, plan_with};
 pub use report::{Report, Stats, WeightReport};
 pub use rules::{Rule, load_rules, parse_rules};
+#[cfg(feature = "verify")]
+pub use verify::{VerifySettings, verify};
 
 use std::path::Path;
 

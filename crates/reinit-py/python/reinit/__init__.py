@@ -37,6 +37,7 @@ from ._errors import (
 __all__ = [
     "apply",
     "inspect",
+    "verify",
     "Report",
     "ReinitError",
     "UsageError",
@@ -285,3 +286,56 @@ def inspect(model: ModelLike) -> Dict[str, Any]:
     """
     source, _ = _source(model)
     return json.loads(_native._inspect(source))
+
+
+def verify(
+    model: ModelLike,
+    schemes: Optional[List[str]] = None,
+    *,
+    seed: int = 0,
+    steps: Optional[int] = None,
+    lr: Optional[float] = None,
+    batch: Optional[int] = None,
+    optimizer: Optional[str] = None,
+    device: str = "cpu",
+    input_shape: Optional[str] = None,
+    plot: Optional[Union[str, "os.PathLike[str]"]] = None,
+    **params: Any,
+) -> Dict[str, Any]:
+    """Trains ``model`` briefly with each of ``schemes`` side by side (same seed, same
+    data order) and measures trainability.
+
+    Returns the same document as ``reinit verify --json``: ``runs`` holds one entry per
+    scheme with ``loss`` (per step), ``final_loss``, ``heldout``, ``verdict``, ``signal``
+    (per-layer second moments), ``grad_norms`` and ``jacobian``. Without ``schemes`` the
+    weights as stored are verified. ``params`` are scheme parameters as for :func:`apply`
+    (``density``, ``submatrix``, ...); ``plot`` names a directory for SVG plots.
+
+    Raises:
+        UsageError: unknown scheme, parameter or setting.
+        InvalidModelError, UnsafeModelError: as for :func:`apply`.
+        UnsupportedError: the graph uses ops the trainer cannot run (all listed).
+    """
+    unknown = sorted(set(params) - set(SCHEME_PARAMETERS))
+    if unknown:
+        raise UsageError(
+            f"unknown scheme parameter(s) {', '.join(unknown)} (known: {', '.join(SCHEME_PARAMETERS)})"
+        )
+    source, _ = _source(model)
+    params_json = json.dumps({k.replace("_", "-"): v for k, v in params.items() if v is not None}) if params else None
+    return json.loads(
+        _native._verify(
+            source,
+            list(schemes or []),
+            seed=seed,
+            params_json=params_json,
+            steps=steps,
+            lr=lr,
+            batch=batch,
+            optimizer=optimizer,
+            device=device,
+            input_shape=input_shape,
+            plot=None if plot is None else os.fspath(plot),
+        )
+    )
+

@@ -68,3 +68,18 @@ def apply(
     mask_out: Optional[PathLike] = ...,
 ) -> Report: ...
 def inspect(model: ModelLike) -> Dict[str, Any]: ...
+
+def verify(
+    model: ModelLike,
+    schemes: Optional[List[str]] = ...,
+    *,
+    seed: int = ...,
+    steps: Optional[int] = ...,
+    lr: Optional[float] = ...,
+    batch: Optional[int] = ...,
+    optimizer: Optional[str] = ...,
+    device: str = ...,
+    input_shape: Optional[str] = ...,
+    plot: Optional[Union[str, "os.PathLike[str]"]] = ...,
+    **params: Any,
+) -> Dict[str, Any]: ...

@@ -1,0 +1,158 @@
+//! `verify`: apply each scheme in memory with the same seed, then probe and
+//! train every variant on the same data in the same order (reinit-candle).
+//! Shared by `reinit verify` and the Python package.
+
+use std::collections::HashMap;
+
+use std::path::PathBuf;
+
+use reinit_candle::{Optimizer, VerifyConfig, VerifyReport};
+use reinit_onnx::{Model, SaveOptions};
+use reinit_schemes::NormOptions;
+
+use crate::error::Error;
+use crate::params::SchemeParams;
+use crate::plan::PlanOptions;
+
+/// Training and probe settings as users give them (CLI flags, Python keywords);
+/// `None` keeps the trainer's default.
+#[derive(Debug, Clone, Default)]
+pub struct VerifySettings {
+    pub steps: Option<usize>,
+    pub lr: Option<f64>,
+    pub batch: Option<usize>,
+    /// `sgd` | `adamw`.
+    pub optimizer: Option<String>,
+    /// `cpu` | `cuda`.
+    pub device: String,
+    /// Per-sample shape of the first input, e.g. `3x32x32`.
+    pub input_shape: Option<String>,
+    /// Directory for the SVG plots.
+    pub plot: Option<PathBuf>,
+}
+
+/// Verifies `model` as stored (no `schemes`), or rewritten by each of
+/// `schemes` with `params` and `seed`. `config` sets training, probes and plots.
+pub fn verify(
+    model: &Model,
+    schemes: &[String],
+    params: &SchemeParams,
+    seed: u64,
+    config: VerifyConfig,
+) -> Result<VerifyReport, Error> {
+    for scheme in schemes {
+        params.scheme(scheme, false)?;
+    }
+    let scratch = tempfile::tempdir().map_err(|e| Error::Io {
+        path: std::env::temp_dir(),
+        source: e,
+    })?;
+    let mut variants: Vec<(String, Model)> = Vec::new();
+    let mut masks = HashMap::new();
+    if schemes.is_empty() {
+        let path = scratch.path().join("stored.onnx");
+        model
+            .save(&path, &Default::default(), &SaveOptions::default())
+            .map_err(Error::Save)?;
+        variants.push(("stored".into(), Model::load(&path).map_err(Error::Load)?));
+    }
+    for scheme in schemes {
+        let options = PlanOptions {
+            scheme: scheme.clone(),
+            params: params.clone(),
+            norms: NormOptions::default(),
+            ..Default::default()
+        };
+        let plan = crate::plan(model, &options)?;
+        let path = scratch.path().join(format!("{scheme}.onnx"));
+        let save = SaveOptions::default();
+        let applied =
+            crate::apply_and_write(model, &plan, seed, Some((&path, &save)), None, &|| {})?;
+        if !applied.masks.is_empty() {
+            let mask: HashMap<String, Vec<bool>> = applied
+                .masks
+                .into_iter()
+                .map(|m| (m.name, m.values))
+                .collect();
+            masks.insert(scheme.clone(), mask);
+        }
+        variants.push((scheme.clone(), Model::load(&path).map_err(Error::Load)?));
+    }
+    let config = VerifyConfig { masks, ..config };
+    reinit_candle::verify(&variants, &config).map_err(|e| match e {
+        reinit_candle::ExecError::Unsupported(_) => Error::Unsupported(e.to_string()),
+        other => Error::Unsupported(format!("verify: {other}")),
+    })
+}
+
+impl VerifySettings {
+    /// The trainer's configuration; bad values are usage errors.
+    pub fn config(&self, seed: u64) -> Result<VerifyConfig, Error> {
+        let args = self;
+        let mut config = VerifyConfig::default();
+        let train = &mut config.train;
+        if let Some(steps) = args.steps {
+            train.steps = steps;
+        }
+        if let Some(lr) = args.lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(Error::Usage(format!(
+                    "--lr {lr}: must be a positive number"
+                )));
+            }
+            train.lr = lr;
+        }
+        if let Some(batch) = args.batch {
+            if batch == 0 {
+                return Err(Error::Usage("--batch must be at least 1".into()));
+            }
+            train.batch = batch;
+        }
+        train.optimizer = match args.optimizer.as_deref() {
+            None => train.optimizer,
+            Some("adamw") => Optimizer::AdamW,
+            Some("sgd") => Optimizer::Sgd { momentum: 0.9 },
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "--optimizer {other}: expected sgd or adamw"
+                )));
+            }
+        };
+        train.seed = seed;
+        train.device = device(&args.device)?;
+        if let Some(shape) = &args.input_shape {
+            let dims = shape
+                .split('x')
+                .map(|d| d.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    Error::Usage(format!("--input-shape {shape}: expected dims like 3x32x32"))
+                })?;
+            train.input_shape = Some(dims);
+        }
+        config.plot_dir = args.plot.clone();
+        Ok(config)
+    }
+}
+
+fn device(name: &str) -> Result<candle_core::Device, Error> {
+    match name {
+        "cpu" | "" => Ok(candle_core::Device::Cpu),
+        "cuda" => cuda(),
+        other => Err(Error::Usage(format!(
+            "--device {other}: expected cpu or cuda"
+        ))),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda() -> Result<candle_core::Device, Error> {
+    candle_core::Device::new_cuda(0).map_err(|e| Error::Unsupported(format!("--device cuda: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda() -> Result<candle_core::Device, Error> {
+    Err(Error::Usage(
+        "--device cuda: this build has no CUDA support (build with --features cuda)".into(),
+    ))
+}
