@@ -11,7 +11,8 @@
 //! ## For the CLI (`reinit verify`)
 //! ```no_run
 //! use reinit_candle::{VerifyConfig, render_table, verify, write_json};
-//! # let (he, orth): (reinit_onnx::Model, reinit_onnx::Model) = todo!();
+//! # let he = reinit_onnx::Model::load("model.he.onnx")?;
+//! # let orth = reinit_onnx::Model::load("model.orthogonal.onnx")?;
 //! let models = vec![("he".to_string(), he), ("orthogonal".to_string(), orth)];
 //! let mut config = VerifyConfig::default();          // 100 steps, batch 16, AdamW 3e-3
 //! config.plot_dir = Some("plots".into());            // loss.svg, signal.svg, jacobian_sv.svg
