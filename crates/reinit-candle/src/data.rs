@@ -169,6 +169,8 @@ fn vocab(exec: &Executor, model: &Model, input: &str) -> usize {
 impl Task {
     /// Picks a task for the model's inputs and outputs. `sample_shape`
     /// overrides the per-sample shape of the first input (dynamic dims).
+    /// Chooses the task for `model`: the digits where the input fits, else
+    /// synthetic data shaped from its inputs.
     pub fn for_model(
         exec: &Executor,
         model: &Model,
@@ -199,6 +201,11 @@ impl Task {
         let n = size.train + size.heldout;
         let mut rng = Rng::new(seed ^ 0x7461_736b);
         let is_float = main.dtype.is_float();
+        let sample = if sample_shape.is_none() {
+            whole_input_if_no_batch_axis(exec, main, sample)?
+        } else {
+            sample
+        };
 
         // Inputs besides the first: booleans true, others zeros.
         let extra = |n: usize| -> Result<HashMap<String, Tensor>, ExecError> {
@@ -468,4 +475,34 @@ pub fn run_micro(
         outs.push(exec.forward(&one, mode)?.first().clone());
     }
     Ok(Tensor::cat(&outs, 0)?)
+}
+
+/// A graph whose first input is fully static and that cannot run with axis 0
+/// as the batch (e.g. `MatMul(W, X)` with samples along axis 1) takes the whole
+/// input as one sample; a leading batch axis is then added by broadcasting ops.
+fn whole_input_if_no_batch_axis(
+    exec: &Executor,
+    main: &crate::executor::InputSpec,
+    sample: Vec<usize>,
+) -> Result<Vec<usize>, ExecError> {
+    let whole: Option<Vec<usize>> = main.dims.iter().copied().collect();
+    let Some(whole) = whole.filter(|w| w.len() >= 2 && exec.inputs().len() == 1) else {
+        return Ok(sample);
+    };
+    let runs = |shape: &[usize]| -> Result<bool, ExecError> {
+        let mut dims = vec![1];
+        dims.extend_from_slice(shape);
+        let dtype = if main.dtype.is_float() {
+            DType::F32
+        } else {
+            DType::I64
+        };
+        let inputs =
+            HashMap::from([(main.name.clone(), Tensor::zeros(dims, dtype, &Device::Cpu)?)]);
+        Ok(exec.forward(&inputs, Mode::Eval).is_ok())
+    };
+    if !runs(&sample)? && runs(&whole)? {
+        return Ok(whole);
+    }
+    Ok(sample)
 }
