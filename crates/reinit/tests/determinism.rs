@@ -5,21 +5,10 @@ mod common;
 
 use common::*;
 
-const SCHEMES: &[&str] = &[
-    "he",
-    "xavier",
-    "lecun",
-    "torch-default",
-    "orthogonal",
-    "delta-orthogonal",
-    "critical",
-    "eoi",
-    "idinit",
-    "relu-share",
-    "fixup",
-    "lsuv",
-    "auto",
-];
+/// Every scheme the schemes crate knows, and `auto`.
+fn schemes() -> impl Iterator<Item = &'static str> {
+    reinit_schemes::SCHEME_NAMES.into_iter().chain(["auto"])
+}
 const MODELS: &[&str] = &[
     "tiny_resnet_bn_external.onnx",
     "tiny_transformer_tied_nofold.onnx",
@@ -32,7 +21,7 @@ fn same_seed_same_sha256_across_runs_and_thread_counts() {
     let mut failures = Vec::new();
     for model in MODELS {
         let input = copy_fixture(model, &tmp.path().join("in"));
-        for scheme in SCHEMES {
+        for scheme in schemes() {
             let mut seen = Vec::new();
             for (run_no, threads) in ["1", "2", "1", "2"].iter().enumerate() {
                 let dir = tmp.path().join(format!("{model}-{scheme}-{run_no}"));
