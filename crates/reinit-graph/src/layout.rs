@@ -79,17 +79,7 @@ impl Layer {
             OperandLayout::InOut => permute(data, dims, &[1, 0]),
             OperandLayout::ConvTranspose => {
                 let (g, cin_g, cout_g, taps) = self.ct_dims();
-                let mut out = vec![0.0; data.len()];
-                for gi in 0..g {
-                    for i in 0..cin_g {
-                        for o in 0..cout_g {
-                            let src = ((gi * cin_g + i) * cout_g + o) * taps;
-                            let dst = ((gi * cout_g + o) * cin_g + i) * taps;
-                            out[dst..dst + taps].copy_from_slice(&data[src..src + taps]);
-                        }
-                    }
-                }
-                out
+                transpose_tap_blocks(data, g, cin_g, cout_g, taps)
             }
         }
     }
@@ -100,17 +90,7 @@ impl Layer {
             OperandLayout::InOut => permute(data, &[operand_dims[1], operand_dims[0]], &[1, 0]),
             OperandLayout::ConvTranspose => {
                 let (g, cin_g, cout_g, taps) = self.ct_dims();
-                let mut out = vec![0.0; data.len()];
-                for gi in 0..g {
-                    for i in 0..cin_g {
-                        for o in 0..cout_g {
-                            let dst = ((gi * cin_g + i) * cout_g + o) * taps;
-                            let src = ((gi * cout_g + o) * cin_g + i) * taps;
-                            out[dst..dst + taps].copy_from_slice(&data[src..src + taps]);
-                        }
-                    }
-                }
-                out
+                transpose_tap_blocks(data, g, cout_g, cin_g, taps)
             }
         }
     }
@@ -157,6 +137,29 @@ pub(crate) fn permute(data: &[f64], dims: &[usize], perm: &[usize]) -> Vec<f64> 
                 break;
             }
             index[axis] = 0;
+        }
+    }
+    out
+}
+
+/// Per group, the `rows × cols` grid of `taps`-long kernel blocks transposed:
+/// a ConvTranspose weight `(C_in, C_out/g, k…)` ↔ canonical `(C_out/g, C_in/g, k…)`
+/// (each direction is the other with rows and cols swapped).
+fn transpose_tap_blocks(
+    data: &[f64],
+    groups: usize,
+    rows: usize,
+    cols: usize,
+    taps: usize,
+) -> Vec<f64> {
+    let mut out = vec![0.0; data.len()];
+    for gi in 0..groups {
+        for r in 0..rows {
+            for c in 0..cols {
+                let src = ((gi * rows + r) * cols + c) * taps;
+                let dst = ((gi * cols + c) * rows + r) * taps;
+                out[dst..dst + taps].copy_from_slice(&data[src..src + taps]);
+            }
         }
     }
     out

@@ -144,18 +144,11 @@ impl LayerSpec {
         LayerSpec {
             kind: LayerKind::Conv,
             groups: g,
-            n_out: c_out / g,
-            n_in: c_in / g,
             kernel: kernel.to_vec(),
             delta_tap: Some(kernel.iter().map(|&k| k.saturating_sub(1) / 2).collect()),
             fan_in,
             fan_out,
-            activation: Activation::Linear,
-            residual: None,
-            chain: None,
-            network_output: false,
-            dead_inputs: Vec::new(),
-            has_bias: true,
+            ..LayerSpec::linear(c_out / g, c_in / g)
         }
     }
 

@@ -78,52 +78,52 @@ impl Stream {
     /// its own ChaCha stream (same key, stream id from a per-call counter and the chunk
     /// index), drawn in parallel; the result does not depend on the thread count.
     pub fn fill_normal(&mut self, out: &mut [f64], std: f64) {
-        let fill = self.next_fill();
-        let key = self.key;
-        out.par_chunks_mut(FILL_CHUNK)
-            .enumerate()
-            .for_each(|(chunk, buf)| {
-                let mut rng = sub_rng(key, fill, chunk as u64);
-                let z = ziggurat();
-                for x in buf {
-                    *x = std_normal(&mut rng, z) * std;
-                }
-            });
+        self.fill_chunks(out, |rng, buf| {
+            let z = ziggurat();
+            for x in buf {
+                *x = std_normal(rng, z) * std;
+            }
+        });
     }
 
     /// Fills `out` with `U[lo, hi)`, chunked like [`Stream::fill_normal`].
     pub fn fill_uniform(&mut self, out: &mut [f64], lo: f64, hi: f64) {
-        let fill = self.next_fill();
-        let key = self.key;
-        out.par_chunks_mut(FILL_CHUNK)
-            .enumerate()
-            .for_each(|(chunk, buf)| {
-                let mut rng = sub_rng(key, fill, chunk as u64);
-                for x in buf {
-                    *x = lo + (hi - lo) * unit_f64(rng.next_u64());
-                }
-            });
+        self.fill_chunks(out, |rng, buf| {
+            for x in buf {
+                *x = lo + (hi - lo) * unit_f64(rng.next_u64());
+            }
+        });
     }
 
     /// Fills `out` with a normal truncated to `(−2σ, 2σ)` by rejection (Keras
     /// `truncated_normal`), chunked like [`Stream::fill_normal`].
     pub fn fill_truncated_normal(&mut self, out: &mut [f64], std: f64) {
+        self.fill_chunks(out, |rng, buf| {
+            let z = ziggurat();
+            for x in buf {
+                *x = loop {
+                    let v = std_normal(rng, z);
+                    if v.abs() < 2.0 {
+                        break v * std;
+                    }
+                };
+            }
+        });
+    }
+
+    /// Splits `out` into fixed chunks, each filled by `fill_one` from its own
+    /// ChaCha stream (same key, stream id from this call's counter and the
+    /// chunk index), in parallel; the result does not depend on the thread count.
+    fn fill_chunks(
+        &mut self,
+        out: &mut [f64],
+        fill_one: impl Fn(&mut ChaCha8Rng, &mut [f64]) + Sync,
+    ) {
         let fill = self.next_fill();
         let key = self.key;
         out.par_chunks_mut(FILL_CHUNK)
             .enumerate()
-            .for_each(|(chunk, buf)| {
-                let mut rng = sub_rng(key, fill, chunk as u64);
-                let z = ziggurat();
-                for x in buf {
-                    *x = loop {
-                        let v = std_normal(&mut rng, z);
-                        if v.abs() < 2.0 {
-                            break v * std;
-                        }
-                    };
-                }
-            });
+            .for_each(|(chunk, buf)| fill_one(&mut sub_rng(key, fill, chunk as u64), buf));
     }
 
     fn next_fill(&mut self) -> u64 {
