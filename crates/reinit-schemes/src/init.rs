@@ -17,7 +17,7 @@ use crate::params::{
     FixupParams, LsuvParams, LsuvTolOn, MaskMode, Scheme,
 };
 use crate::relu_share::relu_share;
-use crate::rng::Stream;
+use crate::rng::{IidFill, Law, Stream};
 use crate::variance::{self, Family, bias, resolve_gain, torch_default};
 
 /// What a scheme produced for one weight.
@@ -31,6 +31,61 @@ pub struct LayerInit {
     pub mask: Option<Vec<bool>>,
     /// Choices and warnings to show in reports.
     pub notes: Vec<String>,
+}
+
+/// A weight as a scheme produced it: values, or i.i.d. draws not yet made
+/// (so a caller can produce a huge weight piece by piece, straight to disk).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightValues {
+    /// Canonical layout, as in [`LayerInit::weight`].
+    Dense(Vec<f64>),
+    /// All zeros.
+    Zeros(usize),
+    /// I.i.d. draws in canonical order.
+    Iid(IidFill),
+}
+
+impl WeightValues {
+    pub fn len(&self) -> usize {
+        match self {
+            WeightValues::Dense(v) => v.len(),
+            WeightValues::Zeros(n) => *n,
+            WeightValues::Iid(f) => f.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values, drawn now if they were not yet.
+    pub fn into_vec(self) -> Vec<f64> {
+        match self {
+            WeightValues::Dense(v) => v,
+            WeightValues::Zeros(n) => vec![0.0; n],
+            WeightValues::Iid(f) => f.to_vec(),
+        }
+    }
+}
+
+/// [`LayerInit`] with the weight possibly not yet drawn ([`init_layer_lazy`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LazyLayerInit {
+    pub weight: WeightValues,
+    pub bias: Option<Vec<f64>>,
+    pub mask: Option<Vec<bool>>,
+    pub notes: Vec<String>,
+}
+
+impl LazyLayerInit {
+    pub fn realize(self) -> LayerInit {
+        LayerInit {
+            weight: self.weight.into_vec(),
+            bias: self.bias,
+            mask: self.mask,
+            notes: self.notes,
+        }
+    }
 }
 
 /// New affine parameters of a norm layer.
@@ -49,6 +104,17 @@ pub fn init_layer(
     spec: &LayerSpec,
     rng: &mut Stream,
 ) -> Result<LayerInit, SchemeError> {
+    init_layer_lazy(scheme, spec, rng).map(LazyLayerInit::realize)
+}
+
+/// As [`init_layer`], leaving i.i.d. weights (He, Xavier, LeCun, torch-default,
+/// Fixup) undrawn: [`WeightValues::Iid`] produces them, in any pieces, equal
+/// to what [`init_layer`] returns.
+pub fn init_layer_lazy(
+    scheme: &Scheme,
+    spec: &LayerSpec,
+    rng: &mut Stream,
+) -> Result<LazyLayerInit, SchemeError> {
     scheme.validate()?;
     spec.validate(scheme.name())?;
     let mut notes = Vec::new();
@@ -65,38 +131,49 @@ pub fn init_layer(
         Scheme::TorchDefault => torch_default(spec, rng),
         Scheme::Orthogonal(p) => {
             let gain = resolve_gain(p.gain, spec, &mut notes);
-            (orthogonal_flat(spec, gain, rng), bias(p.bias, spec, rng))
+            (
+                dense(orthogonal_flat(spec, gain, rng)),
+                bias(p.bias, spec, rng),
+            )
         }
         Scheme::DeltaOrthogonal(p) => {
             let gain = resolve_gain(p.gain, spec, &mut notes);
             let w = orthogonal_delta(spec, gain, rng, &mut notes);
-            (w, normal_bias(spec, p.sigma_b, rng))
+            (dense(w), normal_bias(spec, p.sigma_b, rng))
         }
-        Scheme::Critical(p) => critical(p, spec, rng, &mut notes)?,
+        Scheme::Critical(p) => with_dense(critical(p, spec, rng, &mut notes)?),
         Scheme::Eoi(p) => {
             let d = layer_densities(std::slice::from_ref(spec), p)[0];
             let (w, b, m) = eoi_layer(p, d, spec, rng, &mut notes)?;
             mask = m;
-            (w, b)
+            (dense(w), b)
         }
-        Scheme::IdInit(p) => idinit(p, spec, rng, &mut notes),
-        Scheme::ReluShare(p) => relu_share(p, spec, rng, &mut notes)?,
+        Scheme::IdInit(p) => with_dense(idinit(p, spec, rng, &mut notes)),
+        Scheme::ReluShare(p) => with_dense(relu_share(p, spec, rng, &mut notes)?),
         Scheme::Fixup(p) => fixup(p, spec, rng, &mut notes)?,
         Scheme::Lsuv(_) => {
             notes.push("lsuv: orthonormal pre-init only; the variance rescaling needs forward passes (trainer)".into());
             (
-                orthogonal_flat(spec, 1.0, rng),
+                dense(orthogonal_flat(spec, 1.0, rng)),
                 spec.has_bias.then(|| vec![0.0; spec.bias_len()]),
             )
         }
     };
     debug_assert_eq!(weight.len(), spec.numel());
-    Ok(LayerInit {
+    Ok(LazyLayerInit {
         weight,
         bias,
         mask,
         notes,
     })
+}
+
+fn dense(w: Vec<f64>) -> WeightValues {
+    WeightValues::Dense(w)
+}
+
+fn with_dense((w, b): (Vec<f64>, Option<Vec<f64>>)) -> (WeightValues, Option<Vec<f64>>) {
+    (dense(w), b)
 }
 
 /// Initializes many weights in parallel (rayon). Each weight draws from its own
@@ -407,20 +484,20 @@ fn fixup(
     spec: &LayerSpec,
     rng: &mut Stream,
     notes: &mut Vec<String>,
-) -> Result<(Vec<f64>, Option<Vec<f64>>), SchemeError> {
+) -> Result<(WeightValues, Option<Vec<f64>>), SchemeError> {
     let zeros_b = spec.has_bias.then(|| vec![0.0; spec.bias_len()]);
-    let mut w = vec![0.0; spec.numel()];
+    let n = spec.numel();
     if spec.network_output {
         notes.push("fixup: classifier weight and bias zeroed".into());
-        return Ok((w, zeros_b));
+        return Ok((WeightValues::Zeros(n), zeros_b));
     }
     let fan = match p.fan_mode {
         FanMode::FanIn => spec.fan_in,
         FanMode::FanOut => spec.fan_out,
     };
-    let he = |w: &mut Vec<f64>, scale: f64, rng: &mut Stream| -> Result<(), SchemeError> {
-        if w.is_empty() {
-            return Ok(());
+    let he = |scale: f64, rng: &mut Stream| -> Result<WeightValues, SchemeError> {
+        if n == 0 {
+            return Ok(WeightValues::Zeros(0));
         }
         if fan == 0 {
             return Err(SchemeError::Shape {
@@ -429,12 +506,13 @@ fn fixup(
                 reason: "fan is 0".into(),
             });
         }
-        rng.fill_normal(w, (2.0 / fan as f64).sqrt() * scale);
-        Ok(())
+        let std = (2.0 / fan as f64).sqrt() * scale;
+        Ok(WeightValues::Iid(rng.iid(Law::Normal { std }, n)))
     };
-    match spec.residual {
+    let w = match spec.residual {
         Some(role) if role.position.is_last() => {
             notes.push("fixup: last layer of a residual branch zeroed".into());
+            WeightValues::Zeros(n)
         }
         Some(role) => {
             let (l, m) = (role.num_branches, role.branch_layers);
@@ -448,12 +526,13 @@ fn fixup(
                 });
             }
             let scale = (l as f64).powf(-1.0 / (2.0 * m as f64 - 2.0));
-            he(&mut w, scale, rng)?;
+            let w = he(scale, rng)?;
             notes.push(format!(
                 "fixup: He normal scaled by L^(-1/(2m-2)) = {scale:.6} (L = {l}, m = {m})"
             ));
+            w
         }
-        None => he(&mut w, 1.0, rng)?,
-    }
+        None => he(1.0, rng)?,
+    };
     Ok((w, zeros_b))
 }

@@ -35,7 +35,10 @@ pub use eoi::{
     sparse_orthogonal,
 };
 pub use error::SchemeError;
-pub use init::{LayerInit, NormInit, init_layer, init_many, init_norm, lsuv_rescale};
+pub use init::{
+    LayerInit, LazyLayerInit, NormInit, WeightValues, init_layer, init_layer_lazy, init_many,
+    init_norm, lsuv_rescale,
+};
 pub use layer::{
     BranchPosition, ChainPosition, LayerKind, LayerSpec, NormOptions, NormSpec, ResidualRole,
     torch_fans_conv, torch_fans_conv_transpose, torch_fans_linear,
@@ -51,4 +54,4 @@ pub use params::{
     VarianceParams,
 };
 pub use quadrature::{GaussHermite, gauss_hermite};
-pub use rng::{STREAM_VERSION, Stream};
+pub use rng::{IidFill, Law, STREAM_VERSION, Stream};

@@ -78,57 +78,127 @@ impl Stream {
     /// its own ChaCha stream (same key, stream id from a per-call counter and the chunk
     /// index), drawn in parallel; the result does not depend on the thread count.
     pub fn fill_normal(&mut self, out: &mut [f64], std: f64) {
-        self.fill_chunks(out, |rng, buf| {
-            let z = ziggurat();
-            for x in buf {
-                *x = std_normal(rng, z) * std;
-            }
-        });
+        self.iid(Law::Normal { std }, out.len()).fill_at(0, out);
     }
 
     /// Fills `out` with `U[lo, hi)`, chunked like [`Stream::fill_normal`].
     pub fn fill_uniform(&mut self, out: &mut [f64], lo: f64, hi: f64) {
-        self.fill_chunks(out, |rng, buf| {
-            for x in buf {
-                *x = lo + (hi - lo) * unit_f64(rng.next_u64());
-            }
-        });
+        self.iid(Law::Uniform { lo, hi }, out.len()).fill_at(0, out);
     }
 
     /// Fills `out` with a normal truncated to `(−2σ, 2σ)` by rejection (Keras
     /// `truncated_normal`), chunked like [`Stream::fill_normal`].
     pub fn fill_truncated_normal(&mut self, out: &mut [f64], std: f64) {
-        self.fill_chunks(out, |rng, buf| {
-            let z = ziggurat();
-            for x in buf {
-                *x = loop {
-                    let v = std_normal(rng, z);
-                    if v.abs() < 2.0 {
-                        break v * std;
-                    }
-                };
-            }
-        });
+        self.iid(Law::TruncatedNormal { std }, out.len())
+            .fill_at(0, out);
     }
 
-    /// Splits `out` into fixed chunks, each filled by `fill_one` from its own
-    /// ChaCha stream (same key, stream id from this call's counter and the
-    /// chunk index), in parallel; the result does not depend on the thread count.
-    fn fill_chunks(
-        &mut self,
-        out: &mut [f64],
-        fill_one: impl Fn(&mut ChaCha8Rng, &mut [f64]) + Sync,
-    ) {
-        let fill = self.next_fill();
-        let key = self.key;
+    /// Reserves the next bulk fill of `len` draws from `law` without drawing
+    /// it: the returned [`IidFill`] produces any range of it later, equal to
+    /// what the corresponding `fill_*` call would have written.
+    pub fn iid(&mut self, law: Law, len: usize) -> IidFill {
+        self.fills += 1;
+        IidFill {
+            key: self.key,
+            fill: self.fills,
+            law,
+            len,
+        }
+    }
+}
+
+/// The law of i.i.d. draws.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Law {
+    /// `N(0, std²)`.
+    Normal { std: f64 },
+    /// `U[lo, hi)`.
+    Uniform { lo: f64, hi: f64 },
+    /// `N(0, std²)` truncated to `(−2σ, 2σ)` by rejection.
+    TruncatedNormal { std: f64 },
+}
+
+/// One bulk fill of a [`Stream`], addressable chunk by chunk.
+///
+/// Chunk `k` (values `k·CHUNK .. (k+1)·CHUNK`) is drawn from its own ChaCha
+/// stream (the tensor's key, stream id `(fill << 32) | k`), so any range of
+/// chunks can be produced alone, in any order, in parallel, and equals the
+/// same range of the whole fill. This is what lets a multi-GB weight be
+/// written straight to disk without ever being in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IidFill {
+    key: [u8; 32],
+    fill: u64,
+    law: Law,
+    len: usize,
+}
+
+impl IidFill {
+    /// Values per independent chunk; fixed so results do not depend on the
+    /// thread count nor on how a caller splits the fill.
+    pub const CHUNK: usize = FILL_CHUNK;
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn law(&self) -> Law {
+        self.law
+    }
+
+    /// Writes values `start .. start + out.len()` of the fill into `out`,
+    /// chunks in parallel. `start` must be a multiple of [`IidFill::CHUNK`].
+    pub fn fill_at(&self, start: usize, out: &mut [f64]) {
+        assert!(
+            start.is_multiple_of(FILL_CHUNK) && start + out.len() <= self.len,
+            "fill range {start}+{} outside 0..{} or not chunk-aligned",
+            out.len(),
+            self.len
+        );
+        let first = start / FILL_CHUNK;
         out.par_chunks_mut(FILL_CHUNK)
             .enumerate()
-            .for_each(|(chunk, buf)| fill_one(&mut sub_rng(key, fill, chunk as u64), buf));
+            .for_each(|(k, buf)| self.draw_chunk(first + k, buf));
     }
 
-    fn next_fill(&mut self) -> u64 {
-        self.fills += 1;
-        self.fills
+    /// The whole fill.
+    pub fn to_vec(&self) -> Vec<f64> {
+        let mut out = vec![0.0; self.len];
+        self.fill_at(0, &mut out);
+        out
+    }
+
+    /// The first `buf.len()` values of chunk `k`.
+    fn draw_chunk(&self, k: usize, buf: &mut [f64]) {
+        let rng = &mut sub_rng(self.key, self.fill, k as u64);
+        match self.law {
+            Law::Normal { std } => {
+                let z = ziggurat();
+                for x in buf {
+                    *x = std_normal(rng, z) * std;
+                }
+            }
+            Law::Uniform { lo, hi } => {
+                for x in buf {
+                    *x = lo + (hi - lo) * unit_f64(rng.next_u64());
+                }
+            }
+            Law::TruncatedNormal { std } => {
+                let z = ziggurat();
+                for x in buf {
+                    *x = loop {
+                        let v = std_normal(rng, z);
+                        if v.abs() < 2.0 {
+                            break v * std;
+                        }
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -302,6 +372,47 @@ mod tests {
         let var = buf.iter().map(|x| x * x).sum::<f64>() / buf.len() as f64;
         // std of a unit normal truncated to (−2, 2) is 0.87962566103423978
         assert!((var.sqrt() / 0.5 - 0.879_625_661_034_239_8).abs() < 0.01);
+    }
+
+    #[test]
+    fn any_chunk_range_of_a_fill_equals_the_whole_fill() {
+        let len = 3 * FILL_CHUNK + 123;
+        for law in [
+            Law::Normal { std: 0.3 },
+            Law::Uniform { lo: -2.0, hi: 1.0 },
+            Law::TruncatedNormal { std: 1.5 },
+        ] {
+            let mut s = Stream::new(5, "w", "he");
+            let _ = s.next_u64(); // the sequential stream does not move fills
+            let whole = {
+                let mut t = Stream::new(5, "w", "he");
+                let mut v = vec![0.0; len];
+                match law {
+                    Law::Normal { std } => t.fill_normal(&mut v, std),
+                    Law::Uniform { lo, hi } => t.fill_uniform(&mut v, lo, hi),
+                    Law::TruncatedNormal { std } => t.fill_truncated_normal(&mut v, std),
+                }
+                v
+            };
+            let fill = s.iid(law, len);
+            assert_eq!(fill.to_vec(), whole);
+            // the last chunk alone, then chunks 1..2 alone, and a short prefix of chunk 2
+            let mut tail = vec![0.0; 123];
+            fill.fill_at(3 * FILL_CHUNK, &mut tail);
+            assert_eq!(tail, whole[3 * FILL_CHUNK..]);
+            let mut mid = vec![0.0; FILL_CHUNK + 10];
+            fill.fill_at(FILL_CHUNK, &mut mid);
+            assert_eq!(mid, whole[FILL_CHUNK..2 * FILL_CHUNK + 10]);
+            // a second reserved fill is a different draw
+            assert_ne!(s.iid(law, len).to_vec(), whole);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "not chunk-aligned")]
+    fn unaligned_fill_ranges_are_refused() {
+        let fill = Stream::new(1, "w", "he").iid(Law::Normal { std: 1.0 }, 2 * FILL_CHUNK);
+        fill.fill_at(7, &mut [0.0; 4]);
     }
 
     #[test]

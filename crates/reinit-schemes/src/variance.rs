@@ -9,9 +9,10 @@
 //! * torch-default: `U(±1/√fan_in)` for weights and biases.
 
 use crate::error::SchemeError;
+use crate::init::WeightValues;
 use crate::layer::LayerSpec;
 use crate::params::{BiasInit, Distribution, FanMode, GainChoice, VarianceParams};
-use crate::rng::Stream;
+use crate::rng::{Law, Stream};
 
 /// Std of a unit normal truncated to (−2, 2).
 pub const TRUNCATED_NORMAL_STD: f64 = 0.879_625_661_034_239_8;
@@ -65,15 +66,17 @@ pub(crate) fn target_std(
     Ok(gain / denom.sqrt())
 }
 
-/// Fills `out` with zero-mean draws of the given std under `dist`.
-pub(crate) fn fill(out: &mut [f64], std: f64, dist: Distribution, rng: &mut Stream) {
+/// The law of zero-mean draws of the given std under `dist`.
+pub(crate) fn law(std: f64, dist: Distribution) -> Law {
     match dist {
-        Distribution::Normal => rng.fill_normal(out, std),
+        Distribution::Normal => Law::Normal { std },
         Distribution::Uniform => {
             let b = std * 3f64.sqrt();
-            rng.fill_uniform(out, -b, b)
+            Law::Uniform { lo: -b, hi: b }
         }
-        Distribution::TruncatedNormal => rng.fill_truncated_normal(out, std / TRUNCATED_NORMAL_STD),
+        Distribution::TruncatedNormal => Law::TruncatedNormal {
+            std: std / TRUNCATED_NORMAL_STD,
+        },
     }
 }
 
@@ -98,7 +101,7 @@ pub(crate) fn bias(mode: BiasInit, spec: &LayerSpec, rng: &mut Stream) -> Option
     }
 }
 
-/// He / Xavier / LeCun weights and biases.
+/// He / Xavier / LeCun weights (i.i.d. draws, not yet made) and biases.
 pub(crate) fn variance_scaling(
     family: Family,
     p: &VarianceParams,
@@ -106,24 +109,37 @@ pub(crate) fn variance_scaling(
     rng: &mut Stream,
     notes: &mut Vec<String>,
     scheme: &'static str,
-) -> Result<(Vec<f64>, Option<Vec<f64>>), SchemeError> {
+) -> Result<(WeightValues, Option<Vec<f64>>), SchemeError> {
     let gain = resolve_gain(p.gain, spec, notes);
-    let mut w = vec![0.0; spec.numel()];
-    if !w.is_empty() {
+    let n = spec.numel();
+    let w = if n == 0 {
+        WeightValues::Zeros(0)
+    } else {
         let std = target_std(family, p, spec, gain, scheme)?;
-        fill(&mut w, std, p.distribution, rng);
-    }
+        WeightValues::Iid(rng.iid(law(std, p.distribution), n))
+    };
     Ok((w, bias(p.bias, spec, rng)))
 }
 
 /// PyTorch `Linear`/`ConvNd` `reset_parameters`: `kaiming_uniform_(a=√5)` = `U(±1/√fan_in)`,
 /// bias `U(±1/√fan_in)`.
-pub(crate) fn torch_default(spec: &LayerSpec, rng: &mut Stream) -> (Vec<f64>, Option<Vec<f64>>) {
-    let mut w = vec![0.0; spec.numel()];
-    if spec.fan_in > 0 && !w.is_empty() {
+pub(crate) fn torch_default(
+    spec: &LayerSpec,
+    rng: &mut Stream,
+) -> (WeightValues, Option<Vec<f64>>) {
+    let n = spec.numel();
+    let w = if spec.fan_in > 0 && n > 0 {
         let bound = 1.0 / (spec.fan_in as f64).sqrt();
-        rng.fill_uniform(&mut w, -bound, bound);
-    }
+        WeightValues::Iid(rng.iid(
+            Law::Uniform {
+                lo: -bound,
+                hi: bound,
+            },
+            n,
+        ))
+    } else {
+        WeightValues::Zeros(n)
+    };
     let b = spec.has_bias.then(|| torch_default_bias(spec, rng));
     (w, b)
 }
