@@ -265,20 +265,50 @@ pub(crate) fn decode_varints(bytes: &[u8]) -> Vec<u64> {
 }
 
 fn encode_le(values: &[f64], dtype: DType, out: &mut Vec<u8>) -> Result<(), String> {
-    out.reserve(values.len() * dtype.size().unwrap_or(0));
-    match dtype {
-        DType::F32 => values
-            .iter()
-            .for_each(|&v| out.extend_from_slice(&(v as f32).to_le_bytes())),
-        DType::F64 => values
-            .iter()
-            .for_each(|&v| out.extend_from_slice(&v.to_le_bytes())),
-        DType::F16 | DType::BF16 => {
-            half_bits(values, dtype).for_each(|b| out.extend_from_slice(&b.to_le_bytes()))
+    let size = dtype
+        .size()
+        .filter(|_| dtype.is_float())
+        .ok_or_else(|| format!("cannot write {dtype} values"))?;
+    let start = out.len();
+    out.resize(start + values.len() * size, 0);
+    dtype.write_le(values, &mut out[start..])
+}
+
+impl DType {
+    /// Writes `values` rounded to this float dtype (nearest, ties to even) as
+    /// little-endian bytes into `out`, which must hold exactly
+    /// `values.len() × size` bytes.
+    pub fn write_le(self, values: &[f64], out: &mut [u8]) -> Result<(), String> {
+        let size = self
+            .size()
+            .filter(|_| self.is_float())
+            .ok_or_else(|| format!("cannot write {self} values"))?;
+        if out.len() != values.len() * size {
+            return Err(format!(
+                "{} bytes for {} {self} values",
+                out.len(),
+                values.len()
+            ));
         }
-        other => return Err(format!("cannot write {other} values")),
+        match self {
+            DType::F32 => {
+                for (o, &v) in out.chunks_exact_mut(4).zip(values) {
+                    o.copy_from_slice(&(v as f32).to_le_bytes());
+                }
+            }
+            DType::F64 => {
+                for (o, &v) in out.chunks_exact_mut(8).zip(values) {
+                    o.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            _ => {
+                for (o, b) in out.chunks_exact_mut(2).zip(half_bits(values, self)) {
+                    o.copy_from_slice(&b.to_le_bytes());
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -36,4 +36,4 @@ pub use codec::{DType, Storage};
 pub use error::Error;
 pub use external::ExternalRef;
 pub use model::{Model, TensorEntry, TensorId, TensorOrigin};
-pub use save::{DeferredValues, Edits, Payload, SaveOptions, SaveReport};
+pub use save::{DeferredValues, Edits, Payload, SaveOptions, SaveReport, ValueSink};

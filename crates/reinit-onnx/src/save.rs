@@ -37,17 +37,101 @@ pub struct Edits {
 }
 
 /// Produces the new values of deferred tensors during a save, one tensor at a
-/// time, so rewriting a model with gigabytes of external data needs memory for
-/// one tensor, not for the model.
+/// time and in pieces, so rewriting a model with gigabytes of external data
+/// needs memory for at most one tensor, not for the model.
 pub trait DeferredValues: Sync {
-    fn values(&self, id: TensorId) -> Result<Vec<f64>, Error>;
+    /// Writes the new values of tensor `id`, in stored order, into `out`, in
+    /// as many pieces as the source likes: `numel` values in all.
+    fn write_values(&self, id: TensorId, out: &mut ValueSink<'_>) -> Result<(), Error>;
+}
+
+/// Where a deferred tensor's values go while the data file is written. It
+/// counts what it is given: too many or too few values are an error naming
+/// the tensor, never a misplaced data file.
+pub struct ValueSink<'a> {
+    model: &'a Model,
+    id: TensorId,
+    out: &'a mut PendingFile,
+    values: usize,
+    scratch: Vec<u8>,
+}
+
+impl ValueSink<'_> {
+    /// The tensor being written.
+    pub fn tensor(&self) -> &crate::TensorEntry {
+        self.model.tensor(self.id)
+    }
+
+    /// An error naming the model file and this tensor.
+    pub fn error(&self, reason: String) -> Error {
+        self.model.tensor_error(self.model.tensor(self.id), reason)
+    }
+
+    /// Appends `values`, rounded to the tensor's dtype.
+    pub fn put(&mut self, values: &[f64]) -> Result<(), Error> {
+        self.count(values.len())?;
+        let entry = self.model.tensor(self.id);
+        let size = entry.dtype.size().unwrap_or(0);
+        self.scratch.resize(values.len() * size, 0);
+        entry
+            .dtype
+            .write_le(values, &mut self.scratch)
+            .map_err(|reason| self.model.tensor_error(entry, reason))?;
+        self.out.write(&self.scratch)
+    }
+
+    /// Appends values already encoded little-endian in the tensor's dtype
+    /// (by [`DType::write_le`](crate::DType::write_le)).
+    pub fn put_encoded(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let entry = self.model.tensor(self.id);
+        let size = entry.dtype.size().unwrap_or(1).max(1);
+        if !bytes.len().is_multiple_of(size) {
+            return Err(self.model.tensor_error(
+                entry,
+                format!(
+                    "{} encoded bytes are not whole {} values",
+                    bytes.len(),
+                    entry.dtype
+                ),
+            ));
+        }
+        self.count(bytes.len() / size)?;
+        self.out.write(bytes)
+    }
+
+    fn count(&mut self, n: usize) -> Result<(), Error> {
+        self.values += n;
+        let entry = self.model.tensor(self.id);
+        if self.values > entry.numel() {
+            return Err(self.model.tensor_error(
+                entry,
+                format!("more than its {} values were produced", entry.numel()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        let entry = self.model.tensor(self.id);
+        if self.values != entry.numel() {
+            return Err(self.model.tensor_error(
+                entry,
+                format!(
+                    "{} new values for a tensor of {} elements",
+                    self.values,
+                    entry.numel()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The source used by [`Model::save`]: there are no deferred tensors.
 struct NoDeferred;
 
 impl DeferredValues for NoDeferred {
-    fn values(&self, id: TensorId) -> Result<Vec<f64>, Error> {
+    fn write_values(&self, id: TensorId, _: &mut ValueSink<'_>) -> Result<(), Error> {
         Err(Error::Refused {
             path: PathBuf::from(format!("tensor #{}", id.0)),
             reason: "deferred tensor saved without a value source".into(),
@@ -363,15 +447,26 @@ impl Model {
                     pos = range.end;
                     continue;
                 }
-                let deferred;
-                let values = match edits.get(id) {
-                    Some(values) => values,
+                match edits.get(id) {
+                    Some(values) => self.write_encoded(&mut out, id, values)?,
                     None => {
-                        deferred = source.values(id)?;
-                        &deferred
+                        if !self.tensor(id).dtype.is_float() {
+                            return Err(self.tensor_error(
+                                self.tensor(id),
+                                format!("cannot rewrite a {} tensor", self.tensor(id).dtype),
+                            ));
+                        }
+                        let mut sink = ValueSink {
+                            model: self,
+                            id,
+                            out: &mut out,
+                            values: 0,
+                            scratch: Vec::new(),
+                        };
+                        source.write_values(id, &mut sink)?;
+                        sink.finish()?;
                     }
-                };
-                self.write_encoded(&mut out, id, values)?;
+                }
                 pos = range.end;
             }
             copy_and_release(&mut out, map, pos..map.len())?;

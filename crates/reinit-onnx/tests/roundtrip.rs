@@ -319,12 +319,23 @@ fn wrong_value_count_or_dtype_is_a_clean_error() {
 
 #[test]
 fn deferred_external_tensors_are_produced_during_the_save() {
-    use reinit_onnx::{DeferredValues, TensorId};
+    use reinit_onnx::{DeferredValues, TensorId, ValueSink};
     struct Halves<'a>(&'a Model, std::sync::Mutex<Vec<TensorId>>);
     impl DeferredValues for Halves<'_> {
-        fn values(&self, id: TensorId) -> Result<Vec<f64>, reinit_onnx::Error> {
+        fn write_values(
+            &self,
+            id: TensorId,
+            out: &mut ValueSink<'_>,
+        ) -> Result<(), reinit_onnx::Error> {
             self.1.lock().unwrap().push(id);
-            Ok(self.0.read_f64(id)?.iter().map(|v| v * 0.5).collect())
+            let halves: Vec<f64> = self.0.read_f64(id)?.iter().map(|v| v * 0.5).collect();
+            // in uneven pieces, some pre-encoded, as a streaming source would
+            let (a, b) = halves.split_at(halves.len() / 3);
+            out.put(a)?;
+            let dtype = out.tensor().dtype;
+            let mut bytes = vec![0u8; b.len() * dtype.size().unwrap()];
+            dtype.write_le(b, &mut bytes).unwrap();
+            out.put_encoded(&bytes)
         }
     }
     let model = Model::load(fixtures().join("tiny_resnet_bn_external.onnx")).unwrap();
@@ -365,4 +376,45 @@ fn deferred_external_tensors_are_produced_during_the_save() {
     let err = model.save(dir.path().join("e.onnx"), &edits, &SaveOptions::default());
     assert!(err.is_err());
     assert!(!dir.path().join("e.onnx").exists() && !dir.path().join("e.onnx.data").exists());
+}
+
+#[test]
+fn a_deferred_source_that_miscounts_fails_naming_the_tensor_and_writes_nothing() {
+    use reinit_onnx::{DeferredValues, TensorId, ValueSink};
+    /// Produces `numel + delta` values.
+    struct Miscount(isize);
+    impl DeferredValues for Miscount {
+        fn write_values(
+            &self,
+            _: TensorId,
+            out: &mut ValueSink<'_>,
+        ) -> Result<(), reinit_onnx::Error> {
+            let n = (out.tensor().numel() as isize + self.0) as usize;
+            out.put(&vec![0.25; n])
+        }
+    }
+    let model = Model::load(fixtures().join("tiny_resnet_bn_external.onnx")).unwrap();
+    let id = model
+        .ids()
+        .find(|&id| {
+            matches!(model.tensor(id).storage, Storage::External(_))
+                && model.tensor(id).dtype.is_float()
+        })
+        .unwrap();
+    let mut edits = Edits::default();
+    edits.defer(id);
+    for delta in [-1, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("d.onnx");
+        let err = model
+            .save_deferred(&out, &edits, &Miscount(delta), &SaveOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&model.tensor(id).name), "{err}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no partial output"
+        );
+    }
 }

@@ -13,15 +13,16 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use reinit_graph::OperandLayout;
-use reinit_onnx::{DType, DeferredValues, Edits, Model, Payload, Storage, TensorId};
+use reinit_onnx::{DType, DeferredValues, Edits, Model, Payload, Storage, TensorId, ValueSink};
 use reinit_schemes::{
-    CastFormat, LayerInit, NormSpec, Scheme, SchemeError, Stream, init_layer, init_norm,
-    orthogonality_error_after_cast,
+    CastFormat, LayerInit, LazyLayerInit, NormSpec, Scheme, SchemeError, Stream, init_layer_lazy,
+    init_norm, orthogonality_error_after_cast,
 };
 
 use crate::error::Error;
 use crate::plan::{Kept, Plan, PlannedWeight};
 use crate::report::{Report, Stats, Timings, WeightReport};
+use crate::streamed;
 
 /// Everything a run produces before anything is written.
 #[derive(Debug)]
@@ -172,40 +173,40 @@ fn is_deferred(model: &Model, plan: &Plan, index: usize) -> bool {
     external(w.tensor) && plan.analysis.layers[w.layer].bias.is_none_or(external)
 }
 
+/// A weight's scheme run (or its fallback's), the weight possibly not yet
+/// drawn (an i.i.d. fill), with what its report needs.
+struct Drawn {
+    scheme: Scheme,
+    init: LazyLayerInit,
+    before: Stats,
+}
+
 /// Runs the scheme (or its fallback) for one weight; `None` when neither covers it.
-fn realize(
-    model: &Model,
-    plan: &Plan,
-    w: &PlannedWeight,
-    seed: u64,
-) -> Result<Option<Realized>, Error> {
+fn draw(model: &Model, w: &PlannedWeight, seed: u64) -> Result<Option<Drawn>, Error> {
     // Statistics of the old values first, so that the old and the new values
     // of a large tensor are never in memory at the same time.
     let before = Stats::of_tensor(model, w.tensor).map_err(Error::Load)?;
     let run = |scheme: &Scheme| {
         let mut stream = Stream::new(seed, &w.name, scheme.name());
-        init_layer(scheme, &w.spec, &mut stream)
+        init_layer_lazy(scheme, &w.spec, &mut stream)
     };
     let scheme_error = |scheme: &Scheme, source| Error::Scheme {
         tensor: w.name.clone(),
         scheme: scheme.name().into(),
         source: Box::new(source),
     };
-    let (scheme, init, note) = match run(&w.scheme) {
-        Ok(init) => (w.scheme, init, None),
+    let (scheme, mut init) = match run(&w.scheme) {
+        Ok(init) => (w.scheme, init),
         Err(SchemeError::Unsupported { reason, .. } | SchemeError::Infeasible { reason, .. }) => {
             match &w.fallback {
                 Some(fb) => {
-                    let init = run(fb).map_err(|e| scheme_error(fb, e))?;
-                    (
-                        *fb,
-                        init,
-                        Some(format!(
-                            "{} not applicable ({reason}); fallback {}",
-                            w.scheme.name(),
-                            fb.name()
-                        )),
-                    )
+                    let mut init = run(fb).map_err(|e| scheme_error(fb, e))?;
+                    init.notes.push(format!(
+                        "{} not applicable ({reason}); fallback {}",
+                        w.scheme.name(),
+                        fb.name()
+                    ));
+                    (*fb, init)
                 }
                 None => return Ok(None),
             }
@@ -222,24 +223,44 @@ fn realize(
             entry.numel()
         )));
     }
-    let layer = &plan.analysis.layers[w.layer];
-    let mut notes = init.notes.clone();
-    notes.extend(note);
-    let report = WeightReport {
-        name: w.name.clone(),
-        node: w.node.clone(),
-        kind: layer.kind.name().into(),
-        role: w.role.clone(),
-        shape: entry.dims.clone(),
-        dtype: entry.dtype.name(),
-        scheme: scheme.name().into(),
-        params: format!("{scheme:?}"),
-        reason: w.reason.clone(),
-        notes,
+    init.notes.shrink_to_fit();
+    Ok(Some(Drawn {
+        scheme,
+        init,
         before,
-        after: Stats::of(&init.weight),
-        orthogonality_error: orthogonality(&scheme, &init, w, entry.dtype),
+    }))
+}
+
+/// Draws one weight whole: values in stored layout, bias, report, mask.
+fn realize(
+    model: &Model,
+    plan: &Plan,
+    w: &PlannedWeight,
+    seed: u64,
+) -> Result<Option<Realized>, Error> {
+    let Some(mut drawn) = draw(model, w, seed)? else {
+        return Ok(None);
     };
+    let bias = drawn.init.bias.take();
+    let scheme = drawn.scheme;
+    let mut realized = realize_drawn(model, plan, w, drawn);
+    realized.bias = bias_entry(model, plan, w, bias, scheme)?;
+    Ok(Some(realized))
+}
+
+/// A draw made whole (its bias aside): stored values, report with the
+/// orthogonality check, mask.
+fn realize_drawn(model: &Model, plan: &Plan, w: &PlannedWeight, drawn: Drawn) -> Realized {
+    let Drawn {
+        scheme,
+        init,
+        before,
+    } = drawn;
+    let init = init.realize();
+    let entry = model.tensor(w.tensor);
+    let layer = &plan.analysis.layers[w.layer];
+    let orthogonality_error = orthogonality(&scheme, &init, w, entry.dtype);
+    let after = Stats::of(&init.weight);
     let mask = init.mask.as_ref().map(|mask| {
         let as_f64: Vec<f64> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
         Mask {
@@ -248,20 +269,60 @@ fn realize(
             values: to_stored(layer, as_f64).iter().map(|&v| v != 0.0).collect(),
         }
     });
-    let bias = match (&init.bias, layer.bias) {
-        (Some(values), Some(id)) => {
-            bias_report(model, w, id, values, scheme)?.map(|r| (id, values.clone(), r))
-        }
-        _ => None,
-    };
-    let LayerInit { weight, .. } = init;
-    Ok(Some(Realized {
+    let LayerInit { weight, notes, .. } = init;
+    let mut report = weight_report(model, plan, w, scheme, notes, before, after);
+    report.orthogonality_error = orthogonality_error;
+    Realized {
         tensor: w.tensor,
         stored: to_stored(layer, weight),
         report,
-        bias,
+        bias: None,
         mask,
-    }))
+    }
+}
+
+fn weight_report(
+    model: &Model,
+    plan: &Plan,
+    w: &PlannedWeight,
+    scheme: Scheme,
+    notes: Vec<String>,
+    before: Stats,
+    after: Stats,
+) -> WeightReport {
+    let entry = model.tensor(w.tensor);
+    WeightReport {
+        name: w.name.clone(),
+        node: w.node.clone(),
+        kind: plan.analysis.layers[w.layer].kind.name().into(),
+        role: w.role.clone(),
+        shape: entry.dims.clone(),
+        dtype: entry.dtype.name(),
+        scheme: scheme.name().into(),
+        params: format!("{scheme:?}"),
+        reason: w.reason.clone(),
+        notes,
+        before,
+        after,
+        orthogonality_error: None,
+    }
+}
+
+/// The layer's bias, its new values and report, when the scheme set one.
+#[allow(clippy::type_complexity)]
+fn bias_entry(
+    model: &Model,
+    plan: &Plan,
+    w: &PlannedWeight,
+    bias: Option<Vec<f64>>,
+    scheme: Scheme,
+) -> Result<Option<(TensorId, Vec<f64>, WeightReport)>, Error> {
+    match (bias, plan.analysis.layers[w.layer].bias) {
+        (Some(values), Some(id)) => {
+            Ok(bias_report(model, w, id, &values, scheme)?.map(|r| (id, values, r)))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Canonical → stored layout without a second copy where possible: a move
@@ -360,17 +421,40 @@ fn orthogonality(
     ))
 }
 
-/// The value source for deferred weights: fills a weight when the save asks
-/// for it (or for its bias), and records its report and mask.
+/// The value source for deferred weights: draws a weight when the save asks
+/// for it (or for its bias), streams it into the data file where its scheme
+/// and layout allow ([`streamed`](crate::streamed)), and records its report.
 pub(crate) struct Deferred<'a> {
     model: &'a Model,
     plan: &'a Plan,
     seed: u64,
     /// Tensor id → index into `plan.weights`, for weights and their biases.
     owners: HashMap<TensorId, usize>,
-    /// Values filled early because the other tensor of the pair was asked first.
-    pending: Mutex<HashMap<TensorId, Vec<f64>>>,
+    /// Draws whose weight or bias is still to be written, by weight index.
+    open: Mutex<HashMap<usize, OpenDraw>>,
     done: Mutex<Vec<(usize, Option<Realized>)>>,
+}
+
+/// A drawn weight whose weight or bias the save has not reached yet.
+struct OpenDraw {
+    /// `None` once the weight is written.
+    weight: Option<Drawn>,
+    /// The new bias and its report (`None`: no bias, or the scheme keeps it).
+    bias: Option<(TensorId, Vec<f64>, WeightReport)>,
+    bias_written: bool,
+    /// The weight's record, once it is written.
+    record: Option<Realized>,
+}
+
+impl OpenDraw {
+    fn complete(&self) -> bool {
+        self.weight.is_none() && (self.bias.is_none() || self.bias_written)
+    }
+
+    fn into_record(self) -> Option<Realized> {
+        let bias = self.bias;
+        self.record.map(|r| Realized { bias, ..r })
+    }
 }
 
 impl<'a> Deferred<'a> {
@@ -388,53 +472,32 @@ impl<'a> Deferred<'a> {
             plan,
             seed: applied.report.seed,
             owners,
-            pending: Mutex::default(),
+            open: Mutex::default(),
             done: Mutex::default(),
         }
     }
 
-    /// Fills every deferred weight not yet produced (for a dry run), keeping
-    /// only its statistics.
+    /// Draws every deferred weight not yet written (for a dry run), keeping
+    /// only its statistics: streamable weights are never held whole.
     pub fn fill_remaining(&self, applied: &Applied) -> Result<(), Error> {
         for &i in &applied.deferred {
-            let produced = self
-                .done
-                .lock()
-                .map(|d| d.iter().any(|(j, _)| *j == i))
-                .unwrap_or(false);
+            let produced = lock(&self.done)?.iter().any(|(j, _)| *j == i);
             if !produced {
-                self.realize_index(i)?;
+                self.write_weight(i, &mut streamed::Discard)
+                    .map_err(Error::Save)?;
             }
         }
         Ok(())
     }
 
-    /// The weight's values and its bias, in stored layout; `None` when the
-    /// scheme does not cover the layer.
-    #[allow(clippy::type_complexity)]
-    fn realize_index(
-        &self,
-        index: usize,
-    ) -> Result<Option<(TensorId, Vec<f64>, Option<(TensorId, Vec<f64>)>)>, Error> {
-        let w = &self.plan.weights[index];
-        let realized = realize(self.model, self.plan, w, self.seed)?;
-        let mut done = self
-            .done
-            .lock()
-            .map_err(|_| Error::Unsupported("poisoned lock".into()))?;
-        let Some(mut r) = realized else {
-            done.push((index, None));
-            return Ok(None);
-        };
-        let stored = std::mem::take(&mut r.stored);
-        let bias = r.bias.as_ref().map(|(id, v, _)| (*id, v.clone()));
-        done.push((index, Some(r)));
-        Ok(Some((w.tensor, stored, bias)))
-    }
-
     /// Moves the recorded reports, masks and kept entries into `applied`.
     pub fn finish(self, applied: &mut Applied) {
         let mut done = self.done.into_inner().unwrap_or_default();
+        for (i, open) in self.open.into_inner().unwrap_or_default() {
+            if let Some(record) = open.into_record() {
+                done.push((i, Some(record)));
+            }
+        }
         done.sort_by_key(|(i, _)| *i);
         done.dedup_by_key(|(i, _)| *i);
         for (i, realized) in done {
@@ -450,48 +513,163 @@ impl<'a> Deferred<'a> {
             }
         }
     }
-}
 
-impl DeferredValues for Deferred<'_> {
-    fn values(&self, id: TensorId) -> Result<Vec<f64>, reinit_onnx::Error> {
-        let unchanged = || self.model.read_f64(id);
-        if let Some(values) = self.pending.lock().ok().and_then(|mut p| p.remove(&id)) {
-            return Ok(values);
+    /// Draws weight `index` unless it is drawn already; `false` when its
+    /// scheme (and fallback) do not cover it.
+    fn open_draw(&self, index: usize) -> Result<bool, Error> {
+        let mut open = lock(&self.open)?;
+        if open.contains_key(&index) {
+            return Ok(true);
         }
-        let Some(&index) = self.owners.get(&id) else {
-            return unchanged();
+        if let Some((_, record)) = lock(&self.done)?.iter().find(|(j, _)| *j == index) {
+            return Ok(record.is_some());
+        }
+        let w = &self.plan.weights[index];
+        let Some(mut drawn) = draw(self.model, w, self.seed)? else {
+            lock(&self.done)?.push((index, None));
+            return Ok(false);
         };
-        let to_onnx = |e: Error| match e {
+        let bias = drawn.init.bias.take();
+        let bias = bias_entry(self.model, self.plan, w, bias, drawn.scheme)?;
+        open.insert(
+            index,
+            OpenDraw {
+                weight: Some(drawn),
+                bias,
+                bias_written: false,
+                record: None,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Writes weight `index` into `out` (streamed where it can be) and
+    /// records it; `false` when the scheme does not cover it.
+    fn write_weight(
+        &self,
+        index: usize,
+        out: &mut dyn streamed::Emit,
+    ) -> Result<bool, reinit_onnx::Error> {
+        let w = &self.plan.weights[index];
+        let to_onnx = |e| self.to_onnx(e, w.tensor);
+        if !self.open_draw(index).map_err(to_onnx)? {
+            return Ok(false);
+        }
+        let taken = lock(&self.open)
+            .map_err(to_onnx)?
+            .get_mut(&index)
+            .and_then(|o| o.weight.take());
+        let Some(drawn) = taken else {
+            return Ok(true); // written already
+        };
+        let layer = &self.plan.analysis.layers[w.layer];
+        let dtype = self.model.tensor(w.tensor).dtype;
+        let record = match streamed::route(layer, &drawn.init.weight) {
+            Some(route) => {
+                let after = streamed::stream(&drawn.init.weight, route, dtype, out)?;
+                let Drawn {
+                    scheme,
+                    init,
+                    before,
+                } = drawn;
+                let report =
+                    weight_report(self.model, self.plan, w, scheme, init.notes, before, after);
+                Realized {
+                    tensor: w.tensor,
+                    stored: Vec::new(),
+                    report,
+                    bias: None,
+                    mask: None,
+                }
+            }
+            None => {
+                let mut r = realize_drawn(self.model, self.plan, w, drawn);
+                for piece in r.stored.chunks(1 << 20) {
+                    out.values(piece)?;
+                }
+                r.stored = Vec::new();
+                r
+            }
+        };
+        let mut open = lock(&self.open).map_err(to_onnx)?;
+        let entry = open.get_mut(&index).expect("drawn above");
+        entry.record = Some(record);
+        self.close_if_complete(&mut open, index).map_err(to_onnx)?;
+        Ok(true)
+    }
+
+    /// Writes the new bias `id` of weight `index`; `false` when it keeps its values.
+    fn write_bias(
+        &self,
+        index: usize,
+        id: TensorId,
+        out: &mut dyn streamed::Emit,
+    ) -> Result<bool, reinit_onnx::Error> {
+        let to_onnx = |e| self.to_onnx(e, id);
+        if !self.open_draw(index).map_err(to_onnx)? {
+            return Ok(false);
+        }
+        let mut open = lock(&self.open).map_err(to_onnx)?;
+        let Some(entry) = open.get_mut(&index) else {
+            return Ok(false);
+        };
+        match &entry.bias {
+            Some((bias, values, _)) if *bias == id && !entry.bias_written => out.values(values)?,
+            _ => return Ok(false),
+        }
+        entry.bias_written = true;
+        self.close_if_complete(&mut open, index).map_err(to_onnx)?;
+        Ok(true)
+    }
+
+    /// Moves a draw whose weight and bias are both written to `done`.
+    fn close_if_complete(
+        &self,
+        open: &mut HashMap<usize, OpenDraw>,
+        index: usize,
+    ) -> Result<(), Error> {
+        if open.get(&index).is_some_and(OpenDraw::complete) {
+            let record = open.remove(&index).and_then(OpenDraw::into_record);
+            lock(&self.done)?.push((index, record));
+        }
+        Ok(())
+    }
+
+    fn to_onnx(&self, e: Error, id: TensorId) -> reinit_onnx::Error {
+        match e {
             Error::Load(e) | Error::Save(e) => e,
             other => reinit_onnx::Error::Tensor {
                 path: self.model.path().to_path_buf(),
                 tensor: self.model.tensor(id).name.clone(),
                 reason: other.to_string(),
             },
-        };
-        // Not covered by the scheme: the tensor keeps its values.
-        let Some((weight_id, weight, bias)) = self.realize_index(index).map_err(to_onnx)? else {
-            return unchanged();
-        };
-        let mut pending = self
-            .pending
-            .lock()
-            .map_err(|_| to_onnx(Error::Unsupported("poisoned lock".into())))?;
-        if weight_id == id {
-            if let Some((bias_id, values)) = bias {
-                pending.insert(bias_id, values);
-            }
-            Ok(weight)
-        } else {
-            pending.insert(weight_id, weight);
-            match bias {
-                Some((bias_id, values)) if bias_id == id => Ok(values),
-                _ => {
-                    drop(pending);
-                    unchanged()
-                }
-            }
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, Error> {
+    m.lock()
+        .map_err(|_| Error::Unsupported("a fill thread panicked (poisoned lock)".into()))
+}
+
+impl DeferredValues for Deferred<'_> {
+    fn write_values(
+        &self,
+        id: TensorId,
+        out: &mut ValueSink<'_>,
+    ) -> Result<(), reinit_onnx::Error> {
+        let written = match self.owners.get(&id) {
+            Some(&index) if self.plan.weights[index].tensor == id => {
+                self.write_weight(index, out)?
+            }
+            Some(&index) => self.write_bias(index, id, out)?,
+            None => false,
+        };
+        if !written {
+            // Not covered by the scheme, or a bias the scheme keeps.
+            out.put(&self.model.read_f64(id)?)?;
+        }
+        Ok(())
     }
 }
 

@@ -31,6 +31,7 @@ mod plan;
 mod report;
 mod rules;
 mod spec;
+mod streamed;
 #[cfg(feature = "verify")]
 mod verify;
 

@@ -35,7 +35,7 @@ impl Stats {
 /// One pass: sum, sum of squares and non-zero count, shifted by the first
 /// value so that the variance keeps its precision for data far from zero.
 #[derive(Debug, Default)]
-struct StatsAcc {
+pub(crate) struct StatsAcc {
     n: usize,
     shift: Option<f64>,
     sum: f64,
@@ -44,7 +44,7 @@ struct StatsAcc {
 }
 
 impl StatsAcc {
-    fn push(&mut self, values: &[f64]) {
+    pub(crate) fn push(&mut self, values: &[f64]) {
         let shift = *self
             .shift
             .get_or_insert(values.first().copied().unwrap_or(0.0));
@@ -57,7 +57,7 @@ impl StatsAcc {
         self.n += values.len();
     }
 
-    fn finish(self) -> Stats {
+    pub(crate) fn finish(self) -> Stats {
         let n = self.n.max(1) as f64;
         let mean_shifted = self.sum / n;
         let var = (self.sum_sq / n - mean_shifted * mean_shifted).max(0.0);

@@ -165,11 +165,18 @@ fn value_info(name: &str, dims: &[u64]) -> Vec<u8> {
     vi
 }
 
-/// Writes `dir/name` + `dir/name.data`: `X[1,n] → (MatMul W_i → Relu)* → Y`, with
-/// `layers` float32 weights of n×n in one external data file. The data file is
-/// created sparse (all zeros, no blocks written) with `set_len`.
+/// A MatMul(X, W) + ReLU chain with float32 weights of `n × n` (all zeros)
+/// in one external data file, created sparse.
 pub fn external_mlp(dir: &Path, name: &str, n: u64, layers: usize) -> PathBuf {
-    let tensor_bytes = n * n * 4;
+    mlp(dir, name, &vec![n; layers + 1], true)
+}
+
+/// A MatMul(X, W) + ReLU chain, weight `i` of `widths[i] × widths[i+1]`
+/// (stored `(n_in, n_out)`, float32, all zeros), either embedded as
+/// `raw_data` or in one external data file `<name>.data`, created sparse.
+pub fn mlp(dir: &Path, name: &str, widths: &[u64], external: bool) -> PathBuf {
+    let layers = widths.len() - 1;
+    let bytes = |i: usize| widths[i] * widths[i + 1] * 4;
     let data_name = format!("{name}.data");
     let mut graph = Vec::new();
     let mut prev = "X".to_string();
@@ -195,27 +202,33 @@ pub fn external_mlp(dir: &Path, name: &str, n: u64, layers: usize) -> PathBuf {
         }
     }
     field_len(2, b"external_mlp", &mut graph);
+    let mut offset = 0;
     for i in 0..layers {
         let mut t = Vec::new();
-        field_varint(1, n, &mut t);
-        field_varint(1, n, &mut t);
+        field_varint(1, widths[i], &mut t);
+        field_varint(1, widths[i + 1], &mut t);
         field_varint(2, 1, &mut t);
         field_len(8, format!("W{i}").as_bytes(), &mut t);
-        for (k, v) in [
-            ("location", data_name.clone()),
-            ("offset", (i as u64 * tensor_bytes).to_string()),
-            ("length", tensor_bytes.to_string()),
-        ] {
-            let mut e = Vec::new();
-            field_len(1, k.as_bytes(), &mut e);
-            field_len(2, v.as_bytes(), &mut e);
-            field_len(13, &e, &mut t);
+        if external {
+            for (k, v) in [
+                ("location", data_name.clone()),
+                ("offset", offset.to_string()),
+                ("length", bytes(i).to_string()),
+            ] {
+                let mut e = Vec::new();
+                field_len(1, k.as_bytes(), &mut e);
+                field_len(2, v.as_bytes(), &mut e);
+                field_len(13, &e, &mut t);
+            }
+            field_varint(14, 1, &mut t);
+        } else {
+            field_len(9, &vec![0u8; bytes(i) as usize], &mut t);
         }
-        field_varint(14, 1, &mut t);
+        offset += bytes(i);
         field_len(5, &t, &mut graph);
     }
-    field_len(11, &value_info("X", &[1, n]), &mut graph);
-    field_len(12, &value_info("Y", &[1, n]), &mut graph);
+    field_len(11, &value_info("X", &[1, widths[0]]), &mut graph);
+    field_len(12, &value_info("Y", &[1, widths[layers]]), &mut graph);
     let mut model = Vec::new();
     field_varint(1, 8, &mut model);
     field_len(2, b"reinit-tests", &mut model);
@@ -227,7 +240,9 @@ pub fn external_mlp(dir: &Path, name: &str, n: u64, layers: usize) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, model).unwrap();
-    let data = std::fs::File::create(dir.join(&data_name)).unwrap();
-    data.set_len(tensor_bytes * layers as u64).unwrap();
+    if external {
+        let data = std::fs::File::create(dir.join(&data_name)).unwrap();
+        data.set_len(offset).unwrap();
+    }
     path
 }

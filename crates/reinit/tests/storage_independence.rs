@@ -1,0 +1,107 @@
+//! A weight's new values, and its report, do not depend on where it is
+//! stored: embedded weights are drawn whole, external ones streamed into the
+//! data file (in canonical order, staged and transposed for `MatMul(X, W)`),
+//! and the two must agree to the bit.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use reinit_onnx::Model;
+
+/// Every float initializer's values, by name.
+fn weights(path: &Path) -> Vec<(String, Vec<f64>)> {
+    let model = Model::load(path).unwrap();
+    let mut out: Vec<_> = model
+        .ids()
+        .filter(|&id| model.tensor(id).dtype.is_float())
+        .map(|id| (model.tensor(id).name.clone(), model.read_f64(id).unwrap()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// `(name, after)` of each reported weight.
+fn report_stats(stdout: &str) -> Vec<(String, String)> {
+    let report: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    let mut out: Vec<_> = report["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["name"].to_string(), w["after"].to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn rewrite(model: &Path, out: &Path, scheme_args: &[&str]) -> Vec<(String, String)> {
+    let mut args = vec![model.to_str().unwrap(), "--seed", "9", "--json", "-q"];
+    args.extend_from_slice(scheme_args);
+    args.extend(["-o", out.to_str().unwrap()]);
+    let run = run_ok(&args, &[]);
+    report_stats(&run.stdout)
+}
+
+fn assert_same_weights(embedded: &Path, external: &Path, label: &str) -> usize {
+    let a = weights(embedded);
+    let b = weights(external);
+    assert_eq!(a.len(), b.len(), "{label}: initializer sets differ");
+    for ((name_a, va), (name_b, vb)) in a.iter().zip(&b) {
+        assert_eq!(name_a, name_b, "{label}");
+        assert!(
+            va == vb,
+            "{label}: '{name_a}' differs between embedded and external"
+        );
+    }
+    a.len()
+}
+
+#[test]
+fn matmul_chains_get_the_same_weights_embedded_or_external() {
+    let dir = tempfile::tempdir().unwrap();
+    // Non-square, several RNG chunks (300·257 > 65,536), a short last layer.
+    let widths = [300, 257, 300, 40];
+    let embedded = mlp(&dir.path().join("e"), "m.onnx", &widths, false);
+    let external = mlp(&dir.path().join("x"), "m.onnx", &widths, true);
+    for scheme in [
+        &["--scheme", "he"][..],
+        &["--scheme", "xavier", "--distribution", "uniform"],
+        &["--scheme", "lecun", "--distribution", "truncated-normal"],
+        &["--scheme", "torch-default"],
+        &["--scheme", "fixup"],
+        &["--scheme", "orthogonal"],
+        &["--scheme", "eoi", "--density", "0.3"],
+    ] {
+        let label = scheme.join(" ");
+        let out_e = dir.path().join(format!("e/{}.onnx", scheme[1]));
+        let out_x = dir.path().join(format!("x/{}.onnx", scheme[1]));
+        let stats_e = rewrite(&embedded, &out_e, scheme);
+        let stats_x = rewrite(&external, &out_x, scheme);
+        assert_eq!(stats_e.len(), 3, "{label}: {stats_e:?}");
+        assert_eq!(stats_e, stats_x, "{label}: reports differ");
+        assert_same_weights(&out_e, &out_x, &label);
+        // and the weights were rewritten (the inputs are all zeros)
+        let w = weights(&out_x);
+        assert!(
+            w.iter().any(|(_, v)| v.iter().any(|&x| x != 0.0)),
+            "{label}: nothing rewritten"
+        );
+    }
+}
+
+#[test]
+fn conv_nets_get_the_same_weights_embedded_or_external() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = fixtures().join("tiny_resnet_bn.onnx");
+    let external = copy_fixture("tiny_resnet_bn_external.onnx", dir.path());
+    for scheme in ["he", "fixup", "delta-orthogonal"] {
+        let out_e = dir.path().join(format!("e-{scheme}.onnx"));
+        let out_x = dir.path().join(format!("x-{scheme}.onnx"));
+        let stats_e = rewrite(&embedded, &out_e, &["--scheme", scheme]);
+        let stats_x = rewrite(&external, &out_x, &["--scheme", scheme]);
+        assert!(stats_e.len() >= 8, "{scheme}: {stats_e:?}");
+        assert_eq!(stats_e, stats_x, "{scheme}: reports differ");
+        assert!(assert_same_weights(&out_e, &out_x, scheme) >= 8);
+    }
+}
