@@ -255,6 +255,10 @@ impl Splice<'_> {
 struct DataLayout {
     name: String,
     path: PathBuf,
+    /// The data file of the model being replaced, removed once the new model
+    /// is in place (the new one is written under another name; see
+    /// [`Model::default_data_name`]).
+    stale: Option<PathBuf>,
     /// Source location → base offset in the new file, in first-use order.
     bases: Vec<(String, u64)>,
 }
@@ -298,7 +302,12 @@ impl Model {
             Some((ready, _)) => Some(ready.commit()?),
             None => None,
         };
+        fault::before_model_commit();
         let model_path = model.commit()?;
+        if let Some(stale) = layout.and_then(|l| l.stale) {
+            // Best effort: the new model no longer refers to it.
+            let _ = std::fs::remove_file(stale);
+        }
         Ok(SaveReport {
             model_path,
             data_path,
@@ -369,10 +378,21 @@ impl Model {
                 reason: "the output has no file name".into(),
             })?
             .to_string_lossy();
-        let name = options
-            .data_file
-            .clone()
-            .unwrap_or_else(|| format!("{file_name}.data"));
+        let (name, mut stale) = match &options.data_file {
+            Some(name) => (name.clone(), None),
+            None => default_data_name(path, &file_name),
+        };
+        // Never remove the input's own data, unless the input is the model
+        // being replaced (in place).
+        if let (Some(old), Some(base)) = (&stale, self.base_dir())
+            && !same_file(path, self.path())
+            && self
+                .external
+                .locations()
+                .any(|l| same_file(old, &external::resolved(base, l)))
+        {
+            stale = None;
+        }
         external::check_location(&name).map_err(|reason| Error::Refused {
             path: path.to_path_buf(),
             reason: format!("data file name '{name}': {reason}"),
@@ -401,6 +421,7 @@ impl Model {
         Ok(Some(DataLayout {
             name,
             path: data_path,
+            stale,
             bases,
         }))
     }
@@ -777,6 +798,45 @@ fn external_splices(
     (splices, entries)
 }
 
+/// The data file name for output `path`: `<file>.data`, unless the model
+/// being replaced at `path` refers to that name, then `<file>.1.data` (and
+/// back again the next time). Renaming the data file and then the model is
+/// two steps; writing the new data under a name the old model does not use
+/// means a crash between them leaves the old model with its own data intact.
+/// Returns the name and the old data file to remove after the new model is
+/// in place.
+fn default_data_name(path: &Path, file_name: &str) -> (String, Option<PathBuf>) {
+    let primary = format!("{file_name}.data");
+    let alternate = format!("{file_name}.1.data");
+    let refers = |name: &str| refers_to(path, name);
+    if !refers(&primary) {
+        let stale = refers(&alternate).then(|| path.with_file_name(&alternate));
+        return (primary, stale);
+    }
+    if !refers(&alternate) {
+        return (alternate, Some(path.with_file_name(&primary)));
+    }
+    (primary, None)
+}
+
+/// Whether the file at `path` (a model about to be replaced) contains `name`
+/// as an external-data location. A byte search: a false positive only picks
+/// the other name.
+fn refers_to(path: &Path, name: &str) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) || !path.with_file_name(name).exists() {
+        return false;
+    }
+    // SAFETY: read-only map of a file we only search; a concurrent writer
+    // can at worst change the answer, which only picks the other name.
+    match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(map) => memchr::memmem::find(&map, name.as_bytes()).is_some(),
+        Err(_) => false,
+    }
+}
+
 fn string_field(number: u32, value: &str) -> Vec<u8> {
     let mut out = Vec::new();
     wire::write_varint(u64::from(number << 3 | 2), &mut out);
@@ -924,6 +984,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Test hook: `REINIT_FAIL_AFTER_BYTES=N` makes every write fail once N bytes
 /// of an output have been written, to prove that failures leave no partial file.
 pub(crate) mod fault {
+    /// Test hook: `REINIT_ABORT_BEFORE_MODEL_COMMIT=1` kills the process
+    /// between the data file's rename and the model's (the crash window of a
+    /// save with external data).
+    pub fn before_model_commit() {
+        if std::env::var_os("REINIT_ABORT_BEFORE_MODEL_COMMIT").is_some() {
+            std::process::abort();
+        }
+    }
+
     pub fn check(written: u64, len: usize) -> std::io::Result<()> {
         static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
         let limit = LIMIT.get_or_init(|| {

@@ -97,8 +97,10 @@ fn from_bytes_without_a_directory_refuses_external_data() {
 #[test]
 fn saving_never_writes_into_the_data_file_being_read() {
     // In-place save of a model whose data file has the default output data name:
-    // the new data goes to a temporary file renamed over the old one, so the
-    // mapping we read from is never written to, and the result is correct.
+    // the new data goes to a temporary file renamed to the other default name
+    // (`m.onnx.1.data`), so the mapping we read from is never written to, a
+    // crash before the model's rename leaves the old pair whole, and the old
+    // data file is removed once the new model is in place.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("m.onnx.data"),
@@ -118,10 +120,12 @@ fn saving_never_writes_into_the_data_file_being_read() {
     drop(model);
     let reloaded = Model::load(&path).unwrap();
     assert_eq!(reloaded.read_f64(id).unwrap(), vec![5.0, 6.0, 7.0, 8.0]);
+    assert!(dir.path().join("m.onnx.1.data").exists());
+    assert!(!dir.path().join("m.onnx.data").exists());
     // Writing the model over its own data file is refused.
     let err = reloaded
         .save(
-            dir.path().join("m.onnx.data"),
+            dir.path().join("m.onnx.1.data"),
             &Edits::default(),
             &SaveOptions {
                 overwrite: true,
