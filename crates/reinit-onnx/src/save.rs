@@ -549,6 +549,37 @@ impl Model {
         Ok(Payload { id, bytes })
     }
 
+    /// Whether float tensor `id`'s storage holds its values as plain
+    /// little-endian bytes of its dtype (see [`Model::payload_from_le`]).
+    pub fn holds_le_bytes(&self, id: TensorId) -> bool {
+        let entry = self.tensor(id);
+        match (&entry.storage, entry.dtype) {
+            (Storage::Raw | Storage::External(_), dtype) => dtype.is_float(),
+            (Storage::FloatData, DType::F32) | (Storage::DoubleData, DType::F64) => true,
+            _ => false,
+        }
+    }
+
+    /// A payload from values already encoded little-endian in the tensor's
+    /// dtype (by [`DType::write_le`](crate::DType::write_le)), for tensors
+    /// whose storage holds exactly those bytes (`raw_data`, external data,
+    /// f32 `float_data`, f64 `double_data`); `None` for the others (halves
+    /// in `int32_data` are varints: use [`Model::encode`]).
+    pub fn payload_from_le(&self, id: TensorId, bytes: Vec<u8>) -> Result<Option<Payload>, Error> {
+        if !self.holds_le_bytes(id) {
+            return Ok(None);
+        }
+        let entry = self.tensor(id);
+        let expected = entry.numel() * entry.dtype.size().unwrap_or(0);
+        if bytes.len() != expected {
+            return Err(self.tensor_error(
+                entry,
+                format!("{} encoded bytes for {expected}", bytes.len()),
+            ));
+        }
+        Ok(Some(Payload { id, bytes }))
+    }
+
     /// The new values of an edited tensor, whether they were given as values
     /// or as an encoded payload (`None` when the tensor is not edited or deferred).
     pub fn edited_values(&self, edits: &Edits, id: TensorId) -> Result<Option<Vec<f64>>, Error> {

@@ -75,14 +75,7 @@ pub fn apply_with_progress(
     let realized: Vec<Result<Option<(Realized, Payload)>, Error>> = eager
         .par_iter()
         .map(|&i| {
-            let result = realize(model, plan, &plan.weights[i], seed).and_then(|r| {
-                r.map(|mut r| {
-                    let payload = model.encode(r.tensor, &r.stored).map_err(Error::Save)?;
-                    r.stored = Vec::new();
-                    Ok((r, payload))
-                })
-                .transpose()
-            });
+            let result = realize_encoded(model, plan, &plan.weights[i], seed);
             tick();
             result
         })
@@ -231,21 +224,56 @@ fn draw(model: &Model, w: &PlannedWeight, seed: u64) -> Result<Option<Drawn>, Er
     }))
 }
 
-/// Draws one weight whole: values in stored layout, bias, report, mask.
-fn realize(
+/// Draws one embedded weight straight into its encoded payload: streamed
+/// (no f64 copy of the weight) where the scheme, layout and storage allow,
+/// else whole and then encoded.
+fn realize_encoded(
     model: &Model,
     plan: &Plan,
     w: &PlannedWeight,
     seed: u64,
-) -> Result<Option<Realized>, Error> {
+) -> Result<Option<(Realized, Payload)>, Error> {
     let Some(mut drawn) = draw(model, w, seed)? else {
         return Ok(None);
     };
     let bias = drawn.init.bias.take();
     let scheme = drawn.scheme;
-    let mut realized = realize_drawn(model, plan, w, drawn);
+    let layer = &plan.analysis.layers[w.layer];
+    let entry = model.tensor(w.tensor);
+    let route = streamed::route(layer, &drawn.init.weight);
+    let (mut realized, payload) = match route.filter(|_| model.holds_le_bytes(w.tensor)) {
+        Some(route) => {
+            let size = entry.dtype.size().unwrap_or(0);
+            let mut out = streamed::Bytes {
+                dtype: entry.dtype,
+                bytes: Vec::with_capacity(entry.numel() * size),
+            };
+            let after = streamed::stream(&drawn.init.weight, route, entry.dtype, &mut out)
+                .map_err(Error::Save)?;
+            let payload = model
+                .payload_from_le(w.tensor, out.bytes)
+                .map_err(Error::Save)?
+                .expect("checked: the storage holds little-endian bytes");
+            let Drawn { init, before, .. } = drawn;
+            let report = weight_report(model, plan, w, scheme, init.notes, before, after);
+            let realized = Realized {
+                tensor: w.tensor,
+                stored: Vec::new(),
+                report,
+                bias: None,
+                mask: None,
+            };
+            (realized, payload)
+        }
+        None => {
+            let mut r = realize_drawn(model, plan, w, drawn);
+            let payload = model.encode(r.tensor, &r.stored).map_err(Error::Save)?;
+            r.stored = Vec::new();
+            (r, payload)
+        }
+    };
     realized.bias = bias_entry(model, plan, w, bias, scheme)?;
-    Ok(Some(realized))
+    Ok(Some((realized, payload)))
 }
 
 /// A draw made whole (its bias aside): stored values, report with the

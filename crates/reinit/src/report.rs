@@ -32,38 +32,78 @@ impl Stats {
     }
 }
 
-/// One pass: sum, sum of squares and non-zero count, shifted by the first
-/// value so that the variance keeps its precision for data far from zero.
-#[derive(Debug, Default)]
+/// Statistics accumulated over fixed 65,536-value blocks, counted from the
+/// start of each pushed slice and merged in order (Chan et al.'s pairwise
+/// update). Each block is shifted by its first value so the variance keeps
+/// its precision far from zero. The blocks are computed in parallel; since
+/// the partition and the merge order are fixed, the result does not depend on
+/// the thread count, nor on how a tensor is pushed as long as every push but
+/// the last is a whole number of blocks (streamed batches and the piecewise
+/// reads are).
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct StatsAcc {
     n: usize,
-    shift: Option<f64>,
-    sum: f64,
-    sum_sq: f64,
+    mean: f64,
+    /// Sum of squared deviations from `mean`.
+    m2: f64,
     nonzero: usize,
 }
 
+const STATS_BLOCK: usize = 1 << 16;
+
 impl StatsAcc {
     pub(crate) fn push(&mut self, values: &[f64]) {
-        let shift = *self
-            .shift
-            .get_or_insert(values.first().copied().unwrap_or(0.0));
+        use rayon::prelude::*;
+        let blocks: Vec<StatsAcc> = if values.len() > 4 * STATS_BLOCK {
+            values.par_chunks(STATS_BLOCK).map(Self::block).collect()
+        } else {
+            values.chunks(STATS_BLOCK).map(Self::block).collect()
+        };
+        for b in blocks {
+            self.merge(b);
+        }
+    }
+
+    fn block(values: &[f64]) -> StatsAcc {
+        let shift = values.first().copied().unwrap_or(0.0);
+        let (mut sum, mut sum_sq, mut nonzero) = (0.0, 0.0, 0usize);
         for &v in values {
             let d = v - shift;
-            self.sum += d;
-            self.sum_sq += d * d;
-            self.nonzero += usize::from(v != 0.0);
+            sum += d;
+            sum_sq += d * d;
+            nonzero += usize::from(v != 0.0);
         }
-        self.n += values.len();
+        let n = values.len().max(1) as f64;
+        StatsAcc {
+            n: values.len(),
+            mean: shift + sum / n,
+            m2: (sum_sq - sum * sum / n).max(0.0),
+            nonzero,
+        }
+    }
+
+    fn merge(&mut self, b: StatsAcc) {
+        if b.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = b;
+            return;
+        }
+        let (na, nb) = (self.n as f64, b.n as f64);
+        let n = na + nb;
+        let delta = b.mean - self.mean;
+        self.mean += delta * nb / n;
+        self.m2 += b.m2 + delta * delta * na * nb / n;
+        self.n += b.n;
+        self.nonzero += b.nonzero;
     }
 
     pub(crate) fn finish(self) -> Stats {
         let n = self.n.max(1) as f64;
-        let mean_shifted = self.sum / n;
-        let var = (self.sum_sq / n - mean_shifted * mean_shifted).max(0.0);
         Stats {
-            mean: self.shift.unwrap_or(0.0) + mean_shifted,
-            std: var.sqrt(),
+            mean: self.mean,
+            std: (self.m2 / n).max(0.0).sqrt(),
             density: self.nonzero as f64 / n,
         }
     }
@@ -168,7 +208,7 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::Stats;
+    use super::*;
 
     #[test]
     fn stats_match_the_two_pass_formulas() {
@@ -183,5 +223,39 @@ mod tests {
         assert!((s.std - std).abs() < 1e-9 * std);
         assert_eq!(Stats::of(&[0.0, 1.0, 0.0, 2.0]).density, 0.5);
         assert_eq!(Stats::of(&[]).density, 0.0);
+    }
+
+    #[test]
+    fn block_statistics_match_the_definition_far_from_zero() {
+        // 300,001 values near 1e6 (five blocks and a bit), spread ±0.5
+        let values: Vec<f64> = (0..300_001u64)
+            .map(|i| 1e6 + ((i * 7919) % 1000) as f64 / 1000.0 - 0.5)
+            .collect();
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        let s = Stats::of(&values);
+        assert!((s.mean - mean).abs() < 1e-9, "{} vs {mean}", s.mean);
+        assert!(
+            (s.std - var.sqrt()).abs() < 1e-9,
+            "{} vs {}",
+            s.std,
+            var.sqrt()
+        );
+        assert_eq!(s.density, 1.0);
+        // pushing block-aligned pieces gives the same bits
+        let mut acc = StatsAcc::default();
+        acc.push(&values[..2 * STATS_BLOCK]);
+        acc.push(&values[2 * STATS_BLOCK..]);
+        assert_eq!(acc.finish(), s);
+        // and so does any thread count
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| Stats::of(&values));
+        assert_eq!(one, s);
+        let zeros = Stats::of(&[0.0, 0.0, 2.0, 0.0]);
+        assert_eq!((zeros.mean, zeros.density), (0.5, 0.25));
     }
 }

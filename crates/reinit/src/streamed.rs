@@ -41,6 +41,30 @@ impl Emit for ValueSink<'_> {
     }
 }
 
+/// Collects the little-endian encoding (an embedded weight's new payload).
+pub(crate) struct Bytes {
+    pub dtype: DType,
+    pub bytes: Vec<u8>,
+}
+
+impl Emit for Bytes {
+    fn values(&mut self, values: &[f64]) -> Result<(), reinit_onnx::Error> {
+        let start = self.bytes.len();
+        let size = self.dtype.size().unwrap_or(0);
+        self.bytes.resize(start + values.len() * size, 0);
+        self.dtype
+            .write_le(values, &mut self.bytes[start..])
+            .map_err(|reason| self.error(reason))
+    }
+    fn encoded(&mut self, bytes: &[u8]) -> Result<(), reinit_onnx::Error> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn error(&self, reason: String) -> reinit_onnx::Error {
+        Discard.error(reason)
+    }
+}
+
 /// Drops everything; for statistics only.
 pub(crate) struct Discard;
 
@@ -100,11 +124,15 @@ pub(crate) fn stream(
     let mut batch = vec![0.0; BATCH.min(len)];
     match route {
         Route::Direct => {
+            let size = dtype.size().unwrap_or(0);
+            let mut encoded = vec![0u8; batch.len() * size];
             for start in (0..len).step_by(BATCH) {
                 let buf = &mut batch[..BATCH.min(len - start)];
                 draw(values, start, buf);
                 stats.push(buf);
-                out.values(buf)?;
+                let bytes = &mut encoded[..buf.len() * size];
+                encode_parallel(dtype, buf, bytes).map_err(|reason| out.error(reason))?;
+                out.encoded(bytes)?;
             }
         }
         Route::Transposed { n_out, n_in } => {
