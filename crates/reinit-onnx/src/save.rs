@@ -51,7 +51,7 @@ pub trait DeferredValues: Sync {
 pub struct ValueSink<'a> {
     model: &'a Model,
     id: TensorId,
-    out: &'a mut PendingFile,
+    out: &'a mut dyn Sink,
     values: usize,
     scratch: Vec<u8>,
 }
@@ -77,7 +77,7 @@ impl ValueSink<'_> {
             .dtype
             .write_le(values, &mut self.scratch)
             .map_err(|reason| self.model.tensor_error(entry, reason))?;
-        self.out.write(&self.scratch)
+        self.out.put(&self.scratch)
     }
 
     /// Appends values already encoded little-endian in the tensor's dtype
@@ -96,7 +96,7 @@ impl ValueSink<'_> {
             ));
         }
         self.count(bytes.len() / size)?;
-        self.out.write(bytes)
+        self.out.put(bytes)
     }
 
     fn count(&mut self, n: usize) -> Result<(), Error> {
@@ -237,16 +237,23 @@ pub struct SaveReport {
     pub tensors_changed: usize,
 }
 
-/// One replacement of a byte range of the original.
+/// One replacement of a byte range of the original: given bytes, or a
+/// deferred tensor's payload of known length, produced while it is written.
 #[derive(Debug, Clone)]
 struct Splice<'a> {
     range: Range<usize>,
     bytes: Cow<'a, [u8]>,
+    /// `(tensor, payload length)`: the source writes the payload (`bytes` is empty).
+    deferred: Option<(TensorId, usize)>,
 }
 
 impl Splice<'_> {
+    fn len(&self) -> usize {
+        self.deferred.map_or(self.bytes.len(), |(_, len)| len)
+    }
+
     fn delta(&self) -> isize {
-        self.bytes.len() as isize - self.range.len() as isize
+        self.len() as isize - self.range.len() as isize
     }
 }
 
@@ -294,7 +301,7 @@ impl Model {
             None => None,
         };
         let mut model = PendingFile::create(path)?;
-        self.spliced(edits, layout.as_ref(), &mut model)?;
+        self.spliced(edits, layout.as_ref(), source, &mut model)?;
         let model_bytes = model.written();
         let model = model.finish()?;
         let data_bytes = data.as_ref().map_or(0, |(_, n)| *n);
@@ -325,7 +332,7 @@ impl Model {
             });
         }
         let mut out = Vec::with_capacity(self.bytes().len());
-        self.spliced(edits, None, &mut out)?;
+        self.spliced(edits, None, &NoDeferred, &mut out)?;
         Ok(out)
     }
 
@@ -624,6 +631,7 @@ impl Model {
         &self,
         edits: &Edits,
         layout: Option<&DataLayout>,
+        source: &dyn DeferredValues,
         out: &mut dyn Sink,
     ) -> Result<(), Error> {
         let buf = self.bytes();
@@ -680,6 +688,7 @@ impl Model {
                     splices.push(Splice {
                         range: site.value_field.clone(),
                         bytes: value_field.into(),
+                        deferred: None,
                     });
                     ancestors.push(site.entry.clone());
                 }
@@ -695,8 +704,53 @@ impl Model {
         }
         let splices = with_length_prefixes(splices, ancestors)
             .map_err(|reason| Error::invalid(self.path(), reason))?;
-        emit(buf, &splices, out, &|done| self.release_bytes(done))?;
+        let mut produce = |id: TensorId, out: &mut dyn Sink| {
+            let mut sink = ValueSink {
+                model: self,
+                id,
+                out,
+                values: 0,
+                scratch: Vec::new(),
+            };
+            source.write_values(id, &mut sink)?;
+            sink.finish()
+        };
+        emit(buf, &splices, out, &mut produce, &|done| {
+            self.release_bytes(done)
+        })?;
         out.put(&appended)
+    }
+
+    /// Whether tensor `id`'s new values can be produced by a
+    /// [`DeferredValues`] source while the save writes it: float tensors in
+    /// external data, and embedded ones whose values are one length-delimited
+    /// field of little-endian bytes (`raw_data`, packed f32 `float_data`,
+    /// packed f64 `double_data`), whose new length is known in advance.
+    pub fn can_defer(&self, id: TensorId) -> bool {
+        match self.tensor(id).storage {
+            Storage::External(_) => self.tensor(id).dtype.is_float(),
+            _ => self.streamable_payload_field(id).is_some(),
+        }
+    }
+
+    /// The single length-delimited payload field of an embedded tensor that
+    /// holds little-endian bytes of its dtype.
+    fn streamable_payload_field(&self, id: TensorId) -> Option<&wire::Field> {
+        let entry = self.tensor(id);
+        let number = match (&entry.storage, entry.dtype) {
+            (Storage::Raw, dtype) if dtype.is_float() => index::TENSOR_RAW,
+            (Storage::FloatData, DType::F32) => index::TENSOR_FLOAT,
+            (Storage::DoubleData, DType::F64) => index::TENSOR_DOUBLE,
+            _ => return None,
+        };
+        let mut fields = self.sites[id.0]
+            .payload_fields
+            .iter()
+            .filter(|f| f.number == number);
+        match (fields.next(), fields.next()) {
+            (Some(f), None) if f.wire_type == wire::LEN && f.len_prefix.is_some() => Some(f),
+            _ => None,
+        }
     }
 
     /// Splices replacing an embedded tensor's payload field.
@@ -707,6 +761,34 @@ impl Model {
     ) -> Result<Vec<Splice<'e>>, Error> {
         let entry = self.tensor(id);
         let site = &self.sites[id.0];
+        if edits.is_deferred(id) {
+            let Some(field) = self.streamable_payload_field(id) else {
+                return Err(self.tensor_error(
+                    entry,
+                    format!(
+                        "its {} storage cannot be produced while the model is written",
+                        entry.storage.name()
+                    ),
+                ));
+            };
+            let len = entry.numel() * entry.dtype.size().unwrap_or(0);
+            let mut splices = Vec::new();
+            if len != field.value.len() {
+                let mut varint = Vec::new();
+                wire::write_varint(len as u64, &mut varint);
+                splices.push(Splice {
+                    range: field.len_prefix.clone().unwrap_or_default(),
+                    bytes: varint.into(),
+                    deferred: None,
+                });
+            }
+            splices.push(Splice {
+                range: field.value.clone(),
+                bytes: Cow::Borrowed(&[]),
+                deferred: Some((id, len)),
+            });
+            return Ok(splices);
+        }
         let payload = self.encoded(id, edits)?;
         let number = match entry.storage {
             Storage::Raw => index::TENSOR_RAW,
@@ -736,11 +818,13 @@ impl Model {
                 splices.push(Splice {
                     range: prefix,
                     bytes: varint.into(),
+                    deferred: None,
                 });
             }
             splices.push(Splice {
                 range: field.value.clone(),
                 bytes: payload,
+                deferred: None,
             });
             return Ok(splices);
         }
@@ -771,6 +855,7 @@ impl Model {
         Ok(vec![Splice {
             range: site.message(),
             bytes: proto.encode_to_vec().into(),
+            deferred: None,
         }])
     }
 }
@@ -796,6 +881,7 @@ fn external_splices(
                     splices.push(Splice {
                         range: entry.value_field.clone(),
                         bytes: field.into(),
+                        deferred: None,
                     });
                     entries.push(entry.entry.clone());
                 }
@@ -807,6 +893,7 @@ fn external_splices(
                     splices.push(Splice {
                         range: entry.value_field.clone(),
                         bytes: field.into(),
+                        deferred: None,
                     });
                     entries.push(entry.entry.clone());
                 }
@@ -824,6 +911,7 @@ fn external_splices(
         splices.push(Splice {
             range: end..end,
             bytes: bytes.into(),
+            deferred: None,
         });
     }
     (splices, entries)
@@ -909,6 +997,7 @@ fn with_length_prefixes(
             splices.push(Splice {
                 range: ancestor.prefix.clone(),
                 bytes: varint.into(),
+                deferred: None,
             });
         }
     }
@@ -960,7 +1049,7 @@ pub(crate) fn release(map: &memmap2::Mmap, range: Range<usize>) {
 
 /// Where spliced bytes go: memory ([`Model::to_bytes`]) or the pending output
 /// file ([`Model::save`]), which then never holds a second copy of the model.
-pub(crate) trait Sink {
+pub(crate) trait Sink: Send {
     fn put(&mut self, bytes: &[u8]) -> Result<(), Error>;
 }
 
@@ -983,12 +1072,16 @@ fn emit(
     buf: &[u8],
     splices: &[Splice],
     out: &mut dyn Sink,
+    produce: &mut dyn FnMut(TensorId, &mut dyn Sink) -> Result<(), Error>,
     release: &dyn Fn(&[u8]),
 ) -> Result<(), Error> {
     let mut pos = 0;
     for splice in splices {
         out.put(&buf[pos..splice.range.start])?;
-        out.put(&splice.bytes)?;
+        match splice.deferred {
+            Some((id, _)) => produce(id, out)?,
+            None => out.put(&splice.bytes)?,
+        }
         release(&buf[pos..splice.range.end]);
         pos = splice.range.end;
     }

@@ -418,3 +418,83 @@ fn a_deferred_source_that_miscounts_fails_naming_the_tensor_and_writes_nothing()
         );
     }
 }
+
+#[test]
+fn embedded_tensors_can_be_produced_while_the_model_is_written() {
+    use reinit_onnx::{DeferredValues, TensorId, ValueSink};
+    /// Writes each tensor's values scaled by −0.5, in two pieces.
+    struct Scaled<'a>(&'a Model);
+    impl DeferredValues for Scaled<'_> {
+        fn write_values(
+            &self,
+            id: TensorId,
+            out: &mut ValueSink<'_>,
+        ) -> Result<(), reinit_onnx::Error> {
+            let v: Vec<f64> = self.0.read_f64(id)?.iter().map(|x| -0.5 * x).collect();
+            let (a, b) = v.split_at(v.len() / 2);
+            out.put(a)?;
+            out.put(b)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut storages = std::collections::BTreeSet::new();
+    for path in all_fixtures() {
+        let model = Model::load(&path).unwrap();
+        let mut edits = Edits::default();
+        let mut deferred = Vec::new();
+        for id in model.ids() {
+            let entry = model.tensor(id);
+            if entry.dtype.is_float() && model.can_defer(id) {
+                edits.defer(id);
+                deferred.push(id);
+                storages.insert(format!("{} {}", entry.dtype, entry.storage.name()));
+            } else if entry.dtype.is_float() && !matches!(entry.storage, Storage::External(_)) {
+                // e.g. halves in int32_data (varints): their length is not known ahead
+                let mut alone = Edits::default();
+                alone.defer(id);
+                let err = model
+                    .save_deferred(
+                        dir.path().join("refused.onnx"),
+                        &alone,
+                        &Scaled(&model),
+                        &SaveOptions {
+                            overwrite: true,
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(&entry.name), "{err}");
+            }
+        }
+        let out = dir.path().join(path.file_name().unwrap());
+        model
+            .save_deferred(&out, &edits, &Scaled(&model), &SaveOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let reloaded = Model::load(&out).unwrap();
+        for id in model.ids() {
+            let before = model.read_f64(id).unwrap_or_default();
+            let after = reloaded.read_f64(id).unwrap_or_default();
+            let want: Vec<f64> = if deferred.contains(&id) {
+                before.iter().map(|x| -0.5 * x).collect()
+            } else {
+                before
+            };
+            let label = format!(
+                "{}: {} (deferred: {})",
+                path.display(),
+                model.tensor(id).name,
+                deferred.contains(&id)
+            );
+            assert_eq!(after.len(), want.len(), "{label}");
+            // −0.5·x is exact in every float format but for halved f16
+            // subnormals, which round to the nearest multiple of 2^-24.
+            let bad = after
+                .iter()
+                .zip(&want)
+                .position(|(a, w)| (a - w).abs() > 2f64.powi(-25));
+            assert!(bad.is_none(), "{label}: first difference at {bad:?}");
+        }
+    }
+    assert!(storages.len() >= 4, "storages covered: {storages:?}");
+}

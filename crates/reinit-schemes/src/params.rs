@@ -414,6 +414,20 @@ pub const SCHEME_NAMES: [&str; 12] = [
 ];
 
 impl Scheme {
+    /// Whether the scheme's weights are i.i.d. draws (or zeros), which
+    /// [`init_layer_lazy`](crate::init_layer_lazy) leaves undrawn so they can
+    /// be produced piece by piece.
+    pub fn draws_iid(&self) -> bool {
+        matches!(
+            self,
+            Scheme::He(_)
+                | Scheme::Xavier(_)
+                | Scheme::Lecun(_)
+                | Scheme::TorchDefault
+                | Scheme::Fixup(_)
+        )
+    }
+
     /// The CLI name (also the scheme id of its random streams).
     pub fn name(&self) -> &'static str {
         match self {

@@ -158,12 +158,23 @@ fn not_covered(w: &PlannedWeight) -> Kept {
     }
 }
 
-/// Weights stored in external data (and their biases, if external too) are
-/// filled during the save.
+/// Which weights are filled during the save, as the writer reaches them:
+/// those in external data (so a model with gigabytes of it needs memory for
+/// one tensor), and embedded i.i.d. weights whose payload length is known in
+/// advance (drawn straight into the output, overlapping the writes, with no
+/// copy of the model's new weights in memory). Dense schemes (orthogonal,
+/// EOI, …) on embedded weights are filled up front, in parallel across
+/// layers. A weight is deferred only with its bias.
 fn is_deferred(model: &Model, plan: &Plan, index: usize) -> bool {
     let w = &plan.weights[index];
     let external = |id: TensorId| matches!(model.tensor(id).storage, Storage::External(_));
-    external(w.tensor) && plan.analysis.layers[w.layer].bias.is_none_or(external)
+    let bias = plan.analysis.layers[w.layer].bias;
+    if external(w.tensor) {
+        return bias.is_none_or(external);
+    }
+    w.scheme.draws_iid()
+        && model.can_defer(w.tensor)
+        && bias.is_none_or(|b| !external(b) && model.can_defer(b))
 }
 
 /// A weight's scheme run (or its fallback's), the weight possibly not yet

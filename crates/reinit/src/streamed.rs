@@ -22,7 +22,7 @@ const BATCH_CHUNKS: usize = 16;
 const BATCH: usize = BATCH_CHUNKS * IidFill::CHUNK;
 
 /// Where streamed values go: the data file, or nowhere (a dry run's statistics).
-pub(crate) trait Emit {
+pub(crate) trait Emit: Send {
     fn values(&mut self, values: &[f64]) -> Result<(), reinit_onnx::Error>;
     fn encoded(&mut self, bytes: &[u8]) -> Result<(), reinit_onnx::Error>;
     /// An error about the tensor being written.
@@ -119,37 +119,62 @@ pub(crate) fn stream(
     dtype: DType,
     out: &mut dyn Emit,
 ) -> Result<Stats, reinit_onnx::Error> {
-    let mut stats = StatsAcc::default();
     let len = values.len();
-    let mut batch = vec![0.0; BATCH.min(len)];
+    let size = dtype.size().unwrap_or(0);
+    let mut stats = StatsAcc::default();
+    let mut produce = |start: usize, batch: &mut Batch| -> Result<(), String> {
+        let n = BATCH.min(len - start);
+        batch.values.resize(n, 0.0);
+        batch.bytes.resize(n * size, 0);
+        draw(values, start, &mut batch.values);
+        stats.push(&batch.values);
+        encode_parallel(dtype, &batch.values, &mut batch.bytes)
+    };
     match route {
         Route::Direct => {
-            let size = dtype.size().unwrap_or(0);
-            let mut encoded = vec![0u8; batch.len() * size];
+            // Double-buffered: the next batch is drawn (on the pool) while
+            // this one is written (on the caller's thread).
+            let (mut current, mut next) = (Batch::default(), Batch::default());
+            if len > 0 {
+                produce(0, &mut current).map_err(|r| out.error(r))?;
+            }
             for start in (0..len).step_by(BATCH) {
-                let buf = &mut batch[..BATCH.min(len - start)];
-                draw(values, start, buf);
-                stats.push(buf);
-                let bytes = &mut encoded[..buf.len() * size];
-                encode_parallel(dtype, buf, bytes).map_err(|reason| out.error(reason))?;
-                out.encoded(bytes)?;
+                let following = start + BATCH;
+                let (written, drawn) = rayon::join(
+                    || out.encoded(&current.bytes),
+                    || {
+                        if following < len {
+                            produce(following, &mut next)
+                        } else {
+                            Ok(())
+                        }
+                    },
+                );
+                written?;
+                drawn.map_err(|r| out.error(r))?;
+                std::mem::swap(&mut current, &mut next);
             }
         }
         Route::Transposed { n_out, n_in } => {
-            let size = dtype.size().unwrap_or(0);
             let mut staged = vec![0u8; len * size];
+            let mut batch = Batch::default();
             for start in (0..len).step_by(BATCH) {
-                let buf = &mut batch[..BATCH.min(len - start)];
-                draw(values, start, buf);
-                stats.push(buf);
-                let dst = &mut staged[start * size..(start + buf.len()) * size];
-                encode_parallel(dtype, buf, dst).map_err(|reason| out.error(reason))?;
+                produce(start, &mut batch).map_err(|r| out.error(r))?;
+                staged[start * size..start * size + batch.bytes.len()]
+                    .copy_from_slice(&batch.bytes);
             }
             drop(batch);
             write_transposed(&staged, size, n_out, n_in, out)?;
         }
     }
     Ok(stats.finish())
+}
+
+/// One batch of draws and their encoding.
+#[derive(Default)]
+struct Batch {
+    values: Vec<f64>,
+    bytes: Vec<u8>,
 }
 
 /// Values `start .. start + buf.len()` of `values`.
@@ -178,30 +203,45 @@ fn write_transposed(
     n_in: usize,
     out: &mut dyn Emit,
 ) -> Result<(), reinit_onnx::Error> {
-    // A band of stored rows of about 4 MiB.
+    // Bands of stored rows of about 4 MiB; the next band is transposed (on
+    // the pool) while this one is written.
     let band_rows = ((4 << 20) / (n_out * size).max(1)).clamp(1, n_in.max(1));
-    let mut band = vec![0u8; band_rows * n_out * size];
-    for i0 in (0..n_in).step_by(band_rows) {
+    let fill = |i0: usize, band: &mut Vec<u8>| {
         let rows = band_rows.min(n_in - i0);
-        let band = &mut band[..rows * n_out * size];
+        band.resize(rows * n_out * size, 0);
         match size {
-            2 => transpose_band::<2>(staged, band, n_out, n_in, i0, rows),
-            4 => transpose_band::<4>(staged, band, n_out, n_in, i0, rows),
-            _ => transpose_band::<8>(staged, band, n_out, n_in, i0, rows),
+            2 => transpose_band::<2>(staged, band, n_out, n_in, i0),
+            4 => transpose_band::<4>(staged, band, n_out, n_in, i0),
+            _ => transpose_band::<8>(staged, band, n_out, n_in, i0),
         }
-        out.encoded(band)?;
+    };
+    let (mut current, mut next) = (Vec::new(), Vec::new());
+    if n_in > 0 {
+        fill(0, &mut current);
+    }
+    for i0 in (0..n_in).step_by(band_rows) {
+        let following = i0 + band_rows;
+        let (written, ()) = rayon::join(
+            || out.encoded(&current),
+            || {
+                if following < n_in {
+                    fill(following, &mut next)
+                }
+            },
+        );
+        written?;
+        std::mem::swap(&mut current, &mut next);
     }
     Ok(())
 }
 
-/// `band[(i − i0)·n_out + o] = staged[o·n_in + i]` for `i ∈ i0..i0+rows`.
+/// `band[(i − i0)·n_out + o] = staged[o·n_in + i]` for the band's rows `i`.
 fn transpose_band<const S: usize>(
     staged: &[u8],
     band: &mut [u8],
     n_out: usize,
     n_in: usize,
     i0: usize,
-    rows: usize,
 ) {
     const TILE: usize = 64;
     // Rows of the band in parallel: each writes its own slice.
@@ -222,7 +262,6 @@ fn transpose_band<const S: usize>(
                 }
             }
         });
-    debug_assert_eq!(band.len(), rows * n_out * S);
 }
 
 #[cfg(test)]
