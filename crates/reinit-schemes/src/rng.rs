@@ -174,7 +174,7 @@ impl IidFill {
 
     /// The first `buf.len()` values of chunk `k`.
     fn draw_chunk(&self, k: usize, buf: &mut [f64]) {
-        let rng = &mut sub_rng(self.key, self.fill, k as u64);
+        let rng = &mut Words::new(sub_rng(self.key, self.fill, k as u64));
         match self.law {
             Law::Normal { std } => {
                 let z = ziggurat();
@@ -184,7 +184,7 @@ impl IidFill {
             }
             Law::Uniform { lo, hi } => {
                 for x in buf {
-                    *x = lo + (hi - lo) * unit_f64(rng.next_u64());
+                    *x = lo + (hi - lo) * unit_f64(rng.next_word());
                 }
             }
             Law::TruncatedNormal { std } => {
@@ -199,6 +199,59 @@ impl IidFill {
                 }
             }
         }
+    }
+}
+
+/// A source of 64-bit words for the transforms below.
+trait WordSource {
+    fn next_word(&mut self) -> u64;
+}
+
+impl WordSource for ChaCha8Rng {
+    #[inline]
+    fn next_word(&mut self) -> u64 {
+        self.next_u64()
+    }
+}
+
+/// A ChaCha stream read 64 words at a time: the same words, in the same
+/// order, as `next_u64` (whose per-call bookkeeping cost ~3× the generation
+/// itself), for the bulk fills, which consume nothing but whole words.
+struct Words {
+    rng: ChaCha8Rng,
+    buf: [u64; 64],
+    pos: usize,
+}
+
+impl Words {
+    fn new(rng: ChaCha8Rng) -> Self {
+        Words {
+            rng,
+            buf: [0; 64],
+            pos: 64,
+        }
+    }
+
+    #[cold]
+    fn refill(&mut self) {
+        let mut bytes = [0u8; 512];
+        self.rng.fill_bytes(&mut bytes);
+        for (w, b) in self.buf.iter_mut().zip(bytes.chunks_exact(8)) {
+            *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        }
+        self.pos = 0;
+    }
+}
+
+impl WordSource for Words {
+    #[inline]
+    fn next_word(&mut self) -> u64 {
+        if self.pos == self.buf.len() {
+            self.refill();
+        }
+        let w = self.buf[self.pos];
+        self.pos += 1;
+        w
     }
 }
 
@@ -249,9 +302,9 @@ fn ziggurat() -> &'static Ziggurat {
 /// One standard normal by the ziggurat: one 64-bit word per draw on the fast path (~99%):
 /// the layer from its low 7 bits, a signed uniform from its top 53 bits.
 #[inline]
-fn std_normal(rng: &mut ChaCha8Rng, z: &Ziggurat) -> f64 {
+fn std_normal(rng: &mut impl WordSource, z: &Ziggurat) -> f64 {
     loop {
-        let bits = rng.next_u64();
+        let bits = rng.next_word();
         let i = (bits & 0x7f) as usize;
         let u = 2.0 * unit_f64(bits) - 1.0;
         if u.abs() < z.ratio[i] {
@@ -260,8 +313,8 @@ fn std_normal(rng: &mut ChaCha8Rng, z: &Ziggurat) -> f64 {
         if i == 0 {
             // tail beyond R (Marsaglia 1964)
             loop {
-                let a = libm::log(1.0 - unit_f64(rng.next_u64())) / ZIG_R;
-                let b = libm::log(1.0 - unit_f64(rng.next_u64()));
+                let a = libm::log(1.0 - unit_f64(rng.next_word())) / ZIG_R;
+                let b = libm::log(1.0 - unit_f64(rng.next_word()));
                 if -2.0 * b >= a * a {
                     return if u < 0.0 { a - ZIG_R } else { ZIG_R - a };
                 }
@@ -270,7 +323,7 @@ fn std_normal(rng: &mut ChaCha8Rng, z: &Ziggurat) -> f64 {
         let x = u * z.x[i];
         let f0 = libm::exp(-0.5 * (z.x[i] * z.x[i] - x * x));
         let f1 = libm::exp(-0.5 * (z.x[i + 1] * z.x[i + 1] - x * x));
-        if f1 + unit_f64(rng.next_u64()) * (f0 - f1) < 1.0 {
+        if f1 + unit_f64(rng.next_word()) * (f0 - f1) < 1.0 {
             return x;
         }
     }

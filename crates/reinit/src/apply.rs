@@ -33,6 +33,9 @@ pub struct Applied {
     pub masks: Vec<Mask>,
     /// Indices into `plan.weights` of the weights filled during the save.
     pub deferred: Vec<usize>,
+    /// Statistics of the deferred weights' old values, taken up front in
+    /// parallel so that the writer only draws and writes.
+    pub deferred_before: HashMap<usize, Stats>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,12 +126,20 @@ pub fn apply_with_progress(
             }
         }
     }
+    let deferred_before = deferred
+        .par_iter()
+        .map(|&i| {
+            let stats = Stats::of_tensor(model, plan.weights[i].tensor).map_err(Error::Load)?;
+            Ok((i, stats))
+        })
+        .collect::<Result<HashMap<_, _>, Error>>()?;
     report.timings_ms.init = start.elapsed().as_secs_f64() * 1e3;
     Ok(Applied {
         edits,
         report,
         masks,
         deferred,
+        deferred_before,
     })
 }
 
@@ -160,11 +171,11 @@ fn not_covered(w: &PlannedWeight) -> Kept {
 
 /// Which weights are filled during the save, as the writer reaches them:
 /// those in external data (so a model with gigabytes of it needs memory for
-/// one tensor), and embedded i.i.d. weights whose payload length is known in
-/// advance (drawn straight into the output, overlapping the writes, with no
-/// copy of the model's new weights in memory). Dense schemes (orthogonal,
-/// EOI, …) on embedded weights are filled up front, in parallel across
-/// layers. A weight is deferred only with its bias.
+/// at most one tensor), and embedded i.i.d. weights whose payload length is
+/// known in advance (drawn straight into the output, overlapping the writes,
+/// with no copy of the new weights in memory). Embedded weights of the
+/// structured schemes (orthogonal, EOI, …) are filled up front, in parallel
+/// across layers. A weight is deferred only with its bias.
 fn is_deferred(model: &Model, plan: &Plan, index: usize) -> bool {
     let w = &plan.weights[index];
     let external = |id: TensorId| matches!(model.tensor(id).storage, Storage::External(_));
@@ -186,10 +197,18 @@ struct Drawn {
 }
 
 /// Runs the scheme (or its fallback) for one weight; `None` when neither covers it.
-fn draw(model: &Model, w: &PlannedWeight, seed: u64) -> Result<Option<Drawn>, Error> {
+fn draw(
+    model: &Model,
+    w: &PlannedWeight,
+    seed: u64,
+    before: Option<Stats>,
+) -> Result<Option<Drawn>, Error> {
     // Statistics of the old values first, so that the old and the new values
     // of a large tensor are never in memory at the same time.
-    let before = Stats::of_tensor(model, w.tensor).map_err(Error::Load)?;
+    let before = match before {
+        Some(stats) => stats,
+        None => Stats::of_tensor(model, w.tensor).map_err(Error::Load)?,
+    };
     let run = |scheme: &Scheme| {
         let mut stream = Stream::new(seed, &w.name, scheme.name());
         init_layer_lazy(scheme, &w.spec, &mut stream)
@@ -236,55 +255,65 @@ fn draw(model: &Model, w: &PlannedWeight, seed: u64) -> Result<Option<Drawn>, Er
 }
 
 /// Draws one embedded weight straight into its encoded payload: streamed
-/// (no f64 copy of the weight) where the scheme, layout and storage allow,
-/// else whole and then encoded.
+/// (no f64 copy of the weight) where the scheme and storage allow, else
+/// whole and then encoded.
 fn realize_encoded(
     model: &Model,
     plan: &Plan,
     w: &PlannedWeight,
     seed: u64,
 ) -> Result<Option<(Realized, Payload)>, Error> {
-    let Some(mut drawn) = draw(model, w, seed)? else {
+    let Some(mut drawn) = draw(model, w, seed, None)? else {
         return Ok(None);
     };
     let bias = drawn.init.bias.take();
     let scheme = drawn.scheme;
-    let layer = &plan.analysis.layers[w.layer];
     let entry = model.tensor(w.tensor);
-    let route = streamed::route(layer, &drawn.init.weight);
-    let (mut realized, payload) = match route.filter(|_| model.holds_le_bytes(w.tensor)) {
-        Some(route) => {
+    let (mut realized, payload) =
+        if streamed::streamable(&drawn.init.weight) && model.holds_le_bytes(w.tensor) {
             let size = entry.dtype.size().unwrap_or(0);
             let mut out = streamed::Bytes {
                 dtype: entry.dtype,
                 bytes: Vec::with_capacity(entry.numel() * size),
             };
-            let after = streamed::stream(&drawn.init.weight, route, entry.dtype, &mut out)
-                .map_err(Error::Save)?;
+            let after =
+                streamed::stream(&drawn.init.weight, entry.dtype, &mut out).map_err(Error::Save)?;
             let payload = model
                 .payload_from_le(w.tensor, out.bytes)
                 .map_err(Error::Save)?
                 .expect("checked: the storage holds little-endian bytes");
-            let Drawn { init, before, .. } = drawn;
-            let report = weight_report(model, plan, w, scheme, init.notes, before, after);
-            let realized = Realized {
-                tensor: w.tensor,
-                stored: Vec::new(),
-                report,
-                bias: None,
-                mask: None,
-            };
-            (realized, payload)
-        }
-        None => {
+            (streamed_record(model, plan, w, drawn, after), payload)
+        } else {
             let mut r = realize_drawn(model, plan, w, drawn);
             let payload = model.encode(r.tensor, &r.stored).map_err(Error::Save)?;
             r.stored = Vec::new();
             (r, payload)
-        }
-    };
+        };
     realized.bias = bias_entry(model, plan, w, bias, scheme)?;
     Ok(Some((realized, payload)))
+}
+
+/// The record of a streamed weight (its bias aside), `after` being the
+/// statistics taken while it was written.
+fn streamed_record(
+    model: &Model,
+    plan: &Plan,
+    w: &PlannedWeight,
+    drawn: Drawn,
+    after: Stats,
+) -> Realized {
+    let Drawn {
+        scheme,
+        init,
+        before,
+    } = drawn;
+    Realized {
+        tensor: w.tensor,
+        stored: Vec::new(),
+        report: weight_report(model, plan, w, scheme, init.notes, before, after),
+        bias: None,
+        mask: None,
+    }
 }
 
 /// A draw made whole (its bias aside): stored values, report with the
@@ -295,6 +324,9 @@ fn realize_drawn(model: &Model, plan: &Plan, w: &PlannedWeight, drawn: Drawn) ->
         init,
         before,
     } = drawn;
+    // I.i.d. draws are made in stored order; the structured schemes build
+    // the canonical matrix, which the layout converts.
+    let in_stored_order = streamed::streamable(&init.weight);
     let init = init.realize();
     let entry = model.tensor(w.tensor);
     let layer = &plan.analysis.layers[w.layer];
@@ -313,7 +345,11 @@ fn realize_drawn(model: &Model, plan: &Plan, w: &PlannedWeight, drawn: Drawn) ->
     report.orthogonality_error = orthogonality_error;
     Realized {
         tensor: w.tensor,
-        stored: to_stored(layer, weight),
+        stored: if in_stored_order {
+            weight
+        } else {
+            to_stored(layer, weight)
+        },
         report,
         bias: None,
         mask,
@@ -469,6 +505,8 @@ pub(crate) struct Deferred<'a> {
     seed: u64,
     /// Tensor id → index into `plan.weights`, for weights and their biases.
     owners: HashMap<TensorId, usize>,
+    /// Statistics of the old values, by weight index.
+    before: HashMap<usize, Stats>,
     /// Draws whose weight or bias is still to be written, by weight index.
     open: Mutex<HashMap<usize, OpenDraw>>,
     done: Mutex<Vec<(usize, Option<Realized>)>>,
@@ -511,6 +549,7 @@ impl<'a> Deferred<'a> {
             plan,
             seed: applied.report.seed,
             owners,
+            before: applied.deferred_before.clone(),
             open: Mutex::default(),
             done: Mutex::default(),
         }
@@ -564,7 +603,8 @@ impl<'a> Deferred<'a> {
             return Ok(record.is_some());
         }
         let w = &self.plan.weights[index];
-        let Some(mut drawn) = draw(self.model, w, self.seed)? else {
+        let before = self.before.get(&index).copied();
+        let Some(mut drawn) = draw(self.model, w, self.seed, before)? else {
             lock(&self.done)?.push((index, None));
             return Ok(false);
         };
@@ -601,34 +641,17 @@ impl<'a> Deferred<'a> {
         let Some(drawn) = taken else {
             return Ok(true); // written already
         };
-        let layer = &self.plan.analysis.layers[w.layer];
         let dtype = self.model.tensor(w.tensor).dtype;
-        let record = match streamed::route(layer, &drawn.init.weight) {
-            Some(route) => {
-                let after = streamed::stream(&drawn.init.weight, route, dtype, out)?;
-                let Drawn {
-                    scheme,
-                    init,
-                    before,
-                } = drawn;
-                let report =
-                    weight_report(self.model, self.plan, w, scheme, init.notes, before, after);
-                Realized {
-                    tensor: w.tensor,
-                    stored: Vec::new(),
-                    report,
-                    bias: None,
-                    mask: None,
-                }
+        let record = if streamed::streamable(&drawn.init.weight) {
+            let after = streamed::stream(&drawn.init.weight, dtype, out)?;
+            streamed_record(self.model, self.plan, w, drawn, after)
+        } else {
+            let mut r = realize_drawn(self.model, self.plan, w, drawn);
+            for piece in r.stored.chunks(1 << 20) {
+                out.values(piece)?;
             }
-            None => {
-                let mut r = realize_drawn(self.model, self.plan, w, drawn);
-                for piece in r.stored.chunks(1 << 20) {
-                    out.values(piece)?;
-                }
-                r.stored = Vec::new();
-                r
-            }
+            r.stored = Vec::new();
+            r
         };
         let mut open = lock(&self.open).map_err(to_onnx)?;
         let entry = open.get_mut(&index).expect("drawn above");

@@ -105,3 +105,28 @@ fn conv_nets_get_the_same_weights_embedded_or_external() {
         assert!(assert_same_weights(&out_e, &out_x, scheme) >= 8);
     }
 }
+
+#[test]
+fn iid_weights_are_drawn_in_stored_order() {
+    // An i.i.d. weight has no structure to respect: its k-th stored value is
+    // the k-th draw of its stream, whatever the layout (here MatMul(X, W),
+    // stored (n_in, n_out), the transpose of the canonical (n_out, n_in)).
+    use reinit_schemes::{Law, Stream};
+    let dir = tempfile::tempdir().unwrap();
+    for external in [false, true] {
+        let sub = dir.path().join(if external { "x" } else { "e" });
+        let model = mlp(&sub, "one.onnx", &[300, 257], external);
+        let out = sub.join("he.onnx");
+        rewrite(&model, &out, &["--scheme", "he"]);
+        let (_, got) = weights(&out).remove(0);
+        // no activation after the layer: gain 1, std = 1/√fan_in
+        let std = 1.0 / 300f64.sqrt();
+        let want: Vec<f64> = Stream::new(9, "W0", "he")
+            .iid(Law::Normal { std }, 300 * 257)
+            .to_vec()
+            .iter()
+            .map(|&v| v as f32 as f64)
+            .collect();
+        assert!(got == want, "external = {external}");
+    }
+}
