@@ -300,16 +300,26 @@ fn ziggurat() -> &'static Ziggurat {
 }
 
 /// One standard normal by the ziggurat: one 64-bit word per draw on the fast path (~99%):
-/// the layer from its low 7 bits, a signed uniform from its top 53 bits.
-#[inline]
+/// the layer from its low 7 bits, a signed uniform from its top 53 bits. The fast path is
+/// inlined into the fill loops; the rest is out of line (it is rare, and its register
+/// pressure would otherwise cost every draw a stack frame).
+#[inline(always)]
 fn std_normal(rng: &mut impl WordSource, z: &Ziggurat) -> f64 {
+    let bits = rng.next_word();
+    let i = (bits & 0x7f) as usize;
+    let u = 2.0 * unit_f64(bits) - 1.0;
+    if u.abs() < z.ratio[i] {
+        return u * z.x[i];
+    }
+    std_normal_slow(rng, z, i, u)
+}
+
+/// The ziggurat's base/tail and wedge cases for layer `i` and signed uniform `u`, then
+/// fresh draws until one is accepted.
+#[cold]
+#[inline(never)]
+fn std_normal_slow(rng: &mut impl WordSource, z: &Ziggurat, mut i: usize, mut u: f64) -> f64 {
     loop {
-        let bits = rng.next_word();
-        let i = (bits & 0x7f) as usize;
-        let u = 2.0 * unit_f64(bits) - 1.0;
-        if u.abs() < z.ratio[i] {
-            return u * z.x[i];
-        }
         if i == 0 {
             // tail beyond R (Marsaglia 1964)
             loop {
@@ -325,6 +335,12 @@ fn std_normal(rng: &mut impl WordSource, z: &Ziggurat) -> f64 {
         let f1 = libm::exp(-0.5 * (z.x[i + 1] * z.x[i + 1] - x * x));
         if f1 + unit_f64(rng.next_word()) * (f0 - f1) < 1.0 {
             return x;
+        }
+        let bits = rng.next_word();
+        i = (bits & 0x7f) as usize;
+        u = 2.0 * unit_f64(bits) - 1.0;
+        if u.abs() < z.ratio[i] {
+            return u * z.x[i];
         }
     }
 }
