@@ -141,46 +141,54 @@ impl Storage {
 
 /// Decodes little-endian `bytes` of `dtype` into f64 values.
 pub(crate) fn decode_le(bytes: &[u8], dtype: DType) -> Option<Vec<f64>> {
-    let size = dtype.size()?;
+    let mut out = Vec::new();
+    decode_le_into(bytes, dtype, &mut out).then_some(out)
+}
+
+/// Decodes little-endian `bytes` of `dtype` into `out` (replacing its
+/// contents, reusing its allocation); `false` for a ragged length or an
+/// unknown type.
+pub(crate) fn decode_le_into(bytes: &[u8], dtype: DType, out: &mut Vec<f64>) -> bool {
+    let Some(size) = dtype.size() else {
+        return false;
+    };
     if !bytes.len().is_multiple_of(size) {
-        return None;
+        return false;
     }
+    out.clear();
     let values = bytes.chunks_exact(size);
-    Some(match dtype {
-        DType::F32 => values
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
-            .collect(),
-        DType::F64 => values
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect(),
-        DType::F16 => values
-            .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
-            .collect(),
-        DType::BF16 => values
-            .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
-            .collect(),
-        DType::I64 => values
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
-            .collect(),
-        DType::U64 => values
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
-            .collect(),
-        DType::I32 => values
-            .map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
-            .collect(),
-        DType::U32 => values
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
-            .collect(),
-        DType::I16 => values
-            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)
-            .collect(),
-        DType::U16 => values
-            .map(|c| u16::from_le_bytes([c[0], c[1]]) as f64)
-            .collect(),
-        DType::I8 => values.map(|c| c[0] as i8 as f64).collect(),
-        DType::U8 | DType::Bool => values.map(|c| c[0] as f64).collect(),
-        DType::Other(_) => return None,
-    })
+    match dtype {
+        DType::F32 => {
+            out.extend(values.map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
+        }
+        DType::F64 => {
+            out.extend(values.map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())))
+        }
+        DType::F16 => {
+            out.extend(values.map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()))
+        }
+        DType::BF16 => {
+            out.extend(values.map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()))
+        }
+        DType::I64 => {
+            out.extend(values.map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
+        }
+        DType::U64 => {
+            out.extend(values.map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
+        }
+        DType::I32 => {
+            out.extend(values.map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
+        }
+        DType::U32 => {
+            out.extend(values.map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
+        }
+        DType::I16 => out.extend(values.map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)),
+        DType::U16 => out.extend(values.map(|c| u16::from_le_bytes([c[0], c[1]]) as f64)),
+        DType::I8 => out.extend(values.map(|c| c[0] as i8 as f64)),
+        DType::U8 | DType::Bool => out.extend(values.map(|c| c[0] as f64)),
+        DType::Other(_) => return false,
+    }
+    true
 }
 
 /// Decodes little-endian integer `bytes` exactly (no f64 detour).

@@ -410,10 +410,12 @@ impl Model {
             return Ok(());
         };
         let piece_len = chunk.max(1) * size;
+        let mut values = Vec::with_capacity(chunk.max(1).min(entry.numel()));
         for (i, piece) in bytes.chunks(piece_len).enumerate() {
-            let values = codec::decode_le(piece, entry.dtype).ok_or_else(|| {
-                self.tensor_error(entry, format!("cannot read {} values", entry.dtype))
-            })?;
+            if !codec::decode_le_into(piece, entry.dtype, &mut values) {
+                let reason = format!("cannot read {} values", entry.dtype);
+                return Err(self.tensor_error(entry, reason));
+            }
             visit(&values);
             self.release_bytes(piece);
             if let Storage::External(reference) = &entry.storage

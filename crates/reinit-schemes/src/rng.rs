@@ -172,8 +172,10 @@ impl IidFill {
         out
     }
 
-    /// The first `buf.len()` values of chunk `k`.
-    fn draw_chunk(&self, k: usize, buf: &mut [f64]) {
+    /// The first `buf.len()` (≤ [`IidFill::CHUNK`]) values of chunk `k`, i.e.
+    /// values `k·CHUNK ..` of the fill, drawn on this thread.
+    pub fn draw_chunk(&self, k: usize, buf: &mut [f64]) {
+        debug_assert!(buf.len() <= FILL_CHUNK);
         let rng = &mut Words::new(sub_rng(self.key, self.fill, k as u64));
         match self.law {
             Law::Normal { std } => {

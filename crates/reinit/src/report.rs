@@ -64,7 +64,8 @@ impl StatsAcc {
         }
     }
 
-    fn block(values: &[f64]) -> StatsAcc {
+    /// The statistics of one block (at most 65,536 values).
+    pub(crate) fn block(values: &[f64]) -> StatsAcc {
         let shift = values.first().copied().unwrap_or(0.0);
         let (mut sum, mut sum_sq, mut nonzero) = (0.0, 0.0, 0usize);
         for &v in values {
@@ -82,7 +83,8 @@ impl StatsAcc {
         }
     }
 
-    fn merge(&mut self, b: StatsAcc) {
+    /// Appends the statistics of the values that follow.
+    pub(crate) fn merge(&mut self, b: StatsAcc) {
         if b.n == 0 {
             return;
         }

@@ -94,26 +94,23 @@ pub(crate) fn stream(
     out: &mut dyn Emit,
 ) -> Result<Stats, reinit_onnx::Error> {
     let len = values.len();
-    let size = dtype.size().unwrap_or(0);
     let mut stats = StatsAcc::default();
-    let mut produce = |start: usize, batch: &mut Batch| -> Result<(), String> {
-        let n = BATCH.min(len - start);
-        batch.values.resize(n, 0.0);
-        batch.bytes.resize(n * size, 0);
-        draw(values, start, &mut batch.values);
-        stats.push(&batch.values);
-        encode_parallel(dtype, &batch.values, &mut batch.bytes)
+    let mut produce = |start: usize, bytes: &mut Vec<u8>| -> Result<(), String> {
+        for block in encode_batch(values, dtype, start, BATCH.min(len - start), bytes)? {
+            stats.merge(block);
+        }
+        Ok(())
     };
     // Double-buffered: the next batch is drawn (on the pool) while this one
     // is written.
-    let (mut current, mut next) = (Batch::default(), Batch::default());
+    let (mut current, mut next) = (Vec::new(), Vec::new());
     if len > 0 {
         produce(0, &mut current).map_err(|r| out.error(r))?;
     }
     for start in (0..len).step_by(BATCH) {
         let following = start + BATCH;
         let (written, drawn) = rayon::join(
-            || out.encoded(&current.bytes),
+            || out.encoded(&current),
             || {
                 if following < len {
                     produce(following, &mut next)
@@ -129,27 +126,47 @@ pub(crate) fn stream(
     Ok(stats.finish())
 }
 
-/// One batch of draws and their encoding.
-#[derive(Default)]
-struct Batch {
-    values: Vec<f64>,
-    bytes: Vec<u8>,
-}
-
-/// Values `start .. start + buf.len()` of `values`.
-fn draw(values: &WeightValues, start: usize, buf: &mut [f64]) {
-    match values {
-        WeightValues::Iid(fill) => fill.fill_at(start, buf),
-        WeightValues::Zeros(_) => buf.fill(0.0),
-        WeightValues::Dense(v) => buf.copy_from_slice(&v[start..start + buf.len()]),
+/// Values `start .. start + n` (`start` chunk-aligned) encoded into `bytes`,
+/// one RNG chunk per task: drawn into a per-thread scratch buffer, its
+/// statistics block taken, encoded in place. Returns the blocks in order.
+fn encode_batch(
+    values: &WeightValues,
+    dtype: DType,
+    start: usize,
+    n: usize,
+    bytes: &mut Vec<u8>,
+) -> Result<Vec<StatsAcc>, String> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    let size = dtype.size().unwrap_or(1).max(1);
+    bytes.resize(n * size, 0);
+    let first = start / IidFill::CHUNK;
+    bytes
+        .par_chunks_mut(IidFill::CHUNK * size)
+        .enumerate()
+        .map(|(k, out)| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                scratch.resize(out.len() / size, 0.0);
+                draw(values, first + k, scratch);
+                let block = StatsAcc::block(scratch);
+                dtype.write_le(scratch, out)?;
+                Ok(block)
+            })
+        })
+        .collect()
 }
 
-fn encode_parallel(dtype: DType, values: &[f64], out: &mut [u8]) -> Result<(), String> {
-    let size = dtype.size().unwrap_or(1);
-    out.par_chunks_mut(IidFill::CHUNK * size)
-        .zip(values.par_chunks(IidFill::CHUNK))
-        .try_for_each(|(o, v)| dtype.write_le(v, o))
+/// Chunk `k` of `values` (its first `buf.len()` values).
+fn draw(values: &WeightValues, k: usize, buf: &mut [f64]) {
+    match values {
+        WeightValues::Iid(fill) => fill.draw_chunk(k, buf),
+        WeightValues::Zeros(_) => buf.fill(0.0),
+        WeightValues::Dense(v) => {
+            let start = k * IidFill::CHUNK;
+            buf.copy_from_slice(&v[start..start + buf.len()])
+        }
+    }
 }
 
 #[cfg(test)]
