@@ -12,7 +12,7 @@ the copy floors (`cp` of the model and its data file, an in-kernel copy_file_ran
 a copy through user space; each also followed by an fsync of the copies, since reinit syncs its
 outputs), then for each scheme `reinit MODEL --scheme S [--density 0.1]
 --seed 1 -o OUT --force -q` and `python_route.py` doing the same job.  Wall time and peak RSS
-(ru_maxrss of the waited child, via os.wait4) and CPU time (user + sys) of each run; the median of the repeats; the load
+(GNU time's %M; wait4's ru_maxrss, an overstatement, without it) and CPU time (user + sys) of each run; the median of the repeats; the load
 average (/proc/loadavg) before each run is recorded next to it.  Outputs are deleted after
 each run.  The page cache is not controlled (no root drop_caches on a shared machine): the
 input is hot after the first run, the outputs go to the page cache and only reinit (and the
@@ -45,9 +45,21 @@ def loadavg():
         return float(f.read().split()[0])
 
 
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
 def measure(cmd, env=None):
-    """(wall seconds, peak RSS bytes, load before, CPU seconds user+sys) of one command."""
+    """(wall seconds, peak RSS bytes, load before, CPU seconds user+sys) of one command.
+
+    Peak RSS comes from GNU time (`%M`) when it is installed: the child of a fork inherits
+    this harness's high-water mark, so wait4's ru_maxrss overstates a small child (by
+    hundreds of MiB here); GNU time forks from a tiny process.  Without it, wait4's figure
+    is used and the RSS column is an upper bound."""
     load = loadavg()
+    report = None
+    if GNU_TIME:
+        report = f"/tmp/reinit-e2e-time-{os.getpid()}.txt"
+        cmd = [GNU_TIME, "-f", "%M %U %S", "-o", report] + list(cmd)
     t = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = p.stderr.read()
@@ -56,6 +68,11 @@ def measure(cmd, env=None):
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         raise RuntimeError(f"{cmd}: exit {p.returncode}: {err.decode(errors='replace')[-2000:]}")
+    if report:
+        with open(report) as f:
+            kib, user, sys_s = f.read().split()[-3:]
+        os.remove(report)
+        return wall, int(kib) * 1024, load, float(user) + float(sys_s)
     return wall, ru.ru_maxrss * 1024, load, ru.ru_utime + ru.ru_stime
 
 

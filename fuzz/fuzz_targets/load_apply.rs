@@ -1,10 +1,11 @@
-//! bytes → Model::from_bytes → reinit_graph::analyze → reinit::plan_with / apply
-//! (scheme he) → Model::to_bytes → Model::from_bytes again. Any panic is a bug;
-//! an output that does not load again is a bug.
+//! bytes → Model::from_bytes → reinit_graph::analyze → reinit::plan_with →
+//! apply_to_bytes (scheme he: weights streamed into the output) and apply
+//! (orthogonal: filled up front) → Model::from_bytes again. Any panic is a
+//! bug; an output that does not load again is a bug.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use reinit::{PlanOptions, apply, plan_with, with_metadata};
+use reinit::{PlanOptions, apply, apply_to_bytes, plan, plan_with};
 use reinit_onnx::Model;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,13 +19,14 @@ fuzz_target!(|data: &[u8]| {
     let analysis = reinit_graph::analyze(&model);
     let _ = analysis.render_table();
     let options = PlanOptions { scheme: "he".into(), ..Default::default() };
-    let Ok(plan) = plan_with(&model, analysis, &options) else {
+    let Ok(he) = plan_with(&model, analysis, &options) else {
         return;
     };
-    let Ok(applied) = apply(&model, &plan, 1) else {
-        return;
-    };
-    if let Ok(bytes) = model.to_bytes(&with_metadata(&applied)) {
+    if let Ok((_, bytes)) = apply_to_bytes(&model, &he, 1, &|| {}) {
         Model::from_bytes(bytes, None).expect("reinit's own output must load");
+    }
+    let options = PlanOptions { scheme: "orthogonal".into(), ..Default::default() };
+    if let Ok(orthogonal) = plan(&model, &options) {
+        let _ = apply(&model, &orthogonal, 1);
     }
 });

@@ -325,6 +325,15 @@ impl Model {
 
     /// The edited model as bytes, for models without external data.
     pub fn to_bytes(&self, edits: &Edits) -> Result<Vec<u8>, Error> {
+        self.to_bytes_deferred(edits, &NoDeferred)
+    }
+
+    /// As [`Model::to_bytes`], asking `source` for the values of deferred tensors.
+    pub fn to_bytes_deferred(
+        &self,
+        edits: &Edits,
+        source: &dyn DeferredValues,
+    ) -> Result<Vec<u8>, Error> {
         if self.has_external_data() {
             return Err(Error::Refused {
                 path: self.path().to_path_buf(),
@@ -332,7 +341,7 @@ impl Model {
             });
         }
         let mut out = Vec::with_capacity(self.bytes().len());
-        self.spliced(edits, None, &NoDeferred, &mut out)?;
+        self.spliced(edits, None, source, &mut out)?;
         Ok(out)
     }
 

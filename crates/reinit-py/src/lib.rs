@@ -147,22 +147,29 @@ pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<App
         in_place: args.in_place,
         data_file: None,
     };
-    let mut applied = reinit::apply_and_write(
-        &model,
-        &plan,
-        seed,
-        output.as_deref().map(|path| (path, &save)),
-        args.mask_out.as_deref(),
-        &|| {},
-    )?;
-    let bytes = if want_bytes && !args.dry_run {
-        Some(
-            model
-                .to_bytes(&reinit::with_metadata(&applied))
-                .map_err(Error::Save)?,
-        )
+    let (mut applied, bytes) = if want_bytes && !args.dry_run && output.is_none() {
+        let (applied, bytes) = reinit::apply_to_bytes(&model, &plan, seed, &|| {})?;
+        if let Some(mask_out) = args.mask_out.as_deref() {
+            reinit::write_masks(&applied.masks, mask_out)?;
+        }
+        (applied, Some(bytes))
     } else {
-        None
+        let applied = reinit::apply_and_write(
+            &model,
+            &plan,
+            seed,
+            output.as_deref().map(|path| (path, &save)),
+            args.mask_out.as_deref(),
+            &|| {},
+        )?;
+        let bytes = match (&output, want_bytes && !args.dry_run) {
+            (Some(path), true) => Some(std::fs::read(path).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?),
+            _ => None,
+        };
+        (applied, bytes)
     };
     let report = &mut applied.report;
     // Returning bytes is not a dry run even though no file was written.

@@ -63,7 +63,7 @@ pub fn write(
 ) -> Result<SaveReport, Error> {
     // Borrow the edits out rather than cloning them: they hold every new value.
     let mut edits = std::mem::take(&mut applied.edits);
-    add_metadata(&mut edits, &applied.report);
+    add_metadata(&mut edits, plan, applied);
     let source = apply::Deferred::new(model, plan, applied);
     let saved = model.save_deferred(path, &edits, &source, options);
     applied.edits = edits;
@@ -84,9 +84,7 @@ pub fn apply_and_write(
     mask_out: Option<&Path>,
     tick: &(dyn Fn() + Sync),
 ) -> Result<Applied, Error> {
-    let mut applied = apply_with_progress(model, plan, seed, tick)?;
-    #[cfg(feature = "verify")]
-    refine_lsuv(model, plan, &mut applied)?;
+    let mut applied = fill(model, plan, seed, tick)?;
     let start = std::time::Instant::now();
     match output {
         Some((path, save)) => {
@@ -103,6 +101,50 @@ pub fn apply_and_write(
     Ok(applied)
 }
 
+/// As [`apply_and_write`], returning the rewritten model as bytes (a model
+/// without external data), with the run's metadata.
+pub fn apply_to_bytes(
+    model: &Model,
+    plan: &Plan,
+    seed: u64,
+    tick: &(dyn Fn() + Sync),
+) -> Result<(Applied, Vec<u8>), Error> {
+    let mut applied = fill(model, plan, seed, tick)?;
+    let start = std::time::Instant::now();
+    let mut edits = std::mem::take(&mut applied.edits);
+    add_metadata(&mut edits, plan, &applied);
+    let source = apply::Deferred::new(model, plan, &applied);
+    let bytes = model.to_bytes_deferred(&edits, &source);
+    applied.edits = edits;
+    let bytes = bytes.map_err(Error::Save)?;
+    source.finish(&mut applied);
+    applied.report.timings_ms.write = start.elapsed().as_secs_f64() * 1e3;
+    Ok((applied, bytes))
+}
+
+/// Fills every planned weight (deferred ones excepted), with LSUV's data pass
+/// when built with `verify`.
+fn fill(model: &Model, plan: &Plan, seed: u64, tick: &(dyn Fn() + Sync)) -> Result<Applied, Error> {
+    #[allow(unused_mut)]
+    let mut applied = apply_with_progress(model, plan, seed, tick)?;
+    #[cfg(feature = "verify")]
+    refine_lsuv(model, plan, &mut applied)?;
+    Ok(applied)
+}
+
+/// The edited model as bytes, deferred weights drawn as the bytes are
+/// written, without recording their reports (for LSUV's data pass).
+pub(crate) fn edited_bytes(
+    model: &Model,
+    plan: &Plan,
+    applied: &Applied,
+) -> Result<Vec<u8>, Error> {
+    let source = apply::Deferred::new(model, plan, applied);
+    model
+        .to_bytes_deferred(&applied.edits, &source)
+        .map_err(Error::Load)
+}
+
 /// For a dry run: fills the deferred weights one at a time for their
 /// statistics, writing nothing.
 pub fn finish_without_writing(
@@ -116,21 +158,25 @@ pub fn finish_without_writing(
     Ok(())
 }
 
-/// The edits plus the run's metadata entries (a copy; [`write`] adds them in place).
-pub fn with_metadata(applied: &Applied) -> reinit_onnx::Edits {
-    let mut edits = applied.edits.clone();
-    add_metadata(&mut edits, &applied.report);
-    edits
-}
-
-fn add_metadata(edits: &mut reinit_onnx::Edits, report: &Report) {
+/// Records the run in `metadata_props`. The schemes' parameters come from
+/// the weights filled so far and, for those filled during the save, from the
+/// plan (the metadata is written before them).
+fn add_metadata(edits: &mut reinit_onnx::Edits, plan: &Plan, applied: &Applied) {
+    let report = &applied.report;
     edits.set_metadata("reinit.version", env!("CARGO_PKG_VERSION"));
     edits.set_metadata("reinit.scheme", report.scheme.clone());
     edits.set_metadata("reinit.seed", report.seed.to_string());
+    let deferred: Vec<(String, String)> = applied
+        .deferred
+        .iter()
+        .map(|&i| plan.weights[i].scheme)
+        .map(|s| (s.name().to_string(), format!("{s:?}")))
+        .collect();
     let options: std::collections::BTreeMap<&str, &str> = report
         .weights
         .iter()
         .map(|w| (w.scheme.as_str(), w.params.as_str()))
+        .chain(deferred.iter().map(|(n, p)| (n.as_str(), p.as_str())))
         .filter(|(_, p)| !p.is_empty())
         .collect();
     edits.set_metadata(

@@ -29,11 +29,8 @@ pub fn refine_lsuv(model: &Model, plan: &Plan, applied: &mut Applied) -> Result<
         );
         return Ok(());
     }
-    let pre = Model::from_bytes(
-        model.to_bytes(&applied.edits).map_err(Error::Load)?,
-        model.base_dir(),
-    )
-    .map_err(Error::Load)?;
+    let pre = Model::from_bytes(crate::edited_bytes(model, plan, applied)?, model.base_dir())
+        .map_err(Error::Load)?;
     let names: Vec<String> = lsuv.iter().map(|w| w.name.clone()).collect();
     let settings = LsuvSettings {
         target_var: params.target_var,

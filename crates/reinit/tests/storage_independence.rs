@@ -130,3 +130,58 @@ fn iid_weights_are_drawn_in_stored_order() {
         assert!(got == want, "external = {external}");
     }
 }
+
+#[test]
+fn streamed_weights_reach_lsuv_and_in_memory_outputs() {
+    // LSUV's data pass runs the pre-initialized model, which must include the
+    // i.i.d. weights that are otherwise drawn only while the output is
+    // written; `apply_to_bytes` (the Python package's in-memory route) must
+    // produce them too, identical to a written file.
+    use reinit::{PlanOptions, apply_and_write, apply_to_bytes, parse_rules, plan};
+    use reinit_onnx::SaveOptions;
+    let model = Model::load(fixtures().join("mlp_tanh.onnx")).unwrap();
+    let rules = parse_rules("[[rule]]\npattern = \"0\"\nscheme = \"he\"\n").unwrap();
+    let options = PlanOptions {
+        scheme: "lsuv".into(),
+        rules,
+        ..Default::default()
+    };
+    let plan = plan(&model, &options).unwrap();
+    let schemes: Vec<&str> = plan.weights.iter().map(|w| w.scheme.name()).collect();
+    assert!(
+        schemes.contains(&"he") && schemes.contains(&"lsuv"),
+        "{schemes:?}"
+    );
+    let (applied, bytes) = apply_to_bytes(&model, &plan, 5, &|| {}).unwrap();
+    assert_eq!(
+        applied
+            .report
+            .weights
+            .iter()
+            .filter(|w| w.kind != "bias")
+            .count(),
+        plan.weights.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    apply_and_write(
+        &model,
+        &plan,
+        5,
+        Some((&out, &SaveOptions::default())),
+        None,
+        &|| {},
+    )
+    .unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == bytes,
+        "in-memory and written outputs differ"
+    );
+    let he = applied
+        .report
+        .weights
+        .iter()
+        .find(|w| w.scheme == "he")
+        .unwrap();
+    assert!(he.after.std > 0.0 && he.after != he.before, "{he:?}");
+}
