@@ -1,11 +1,14 @@
 //! Applying a plan: fill every planned weight from its own random stream,
 //! convert to the stored layout and collect the edits and the report.
 //!
-//! Embedded weights are filled up front, in parallel (results do not depend on
-//! the thread count: each weight has its own stream). Externally stored weights
-//! are *deferred*: [`write`](crate::write) fills each one when the save reaches
-//! it in the data file, so a model with gigabytes of external data is rewritten
-//! with memory for one tensor at a time, not the whole model.
+//! Each weight has its own stream, so results depend neither on the order nor
+//! on the thread count. Weights are filled at one of two moments:
+//! - *deferred*, during the save ([`Deferred`], driven by
+//!   [`write`](fn@crate::write)): every external weight, and embedded weights of
+//!   the i.i.d. schemes, which are streamed into the output
+//!   ([`streamed`](crate::streamed)) and never held whole;
+//! - *eager*, up front and in parallel across layers: embedded weights of the
+//!   structured schemes, kept as encoded payloads in the edits.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

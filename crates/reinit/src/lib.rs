@@ -2,7 +2,7 @@
 //!
 //! The facade over the workspace: [`plan`] decides which weights a scheme
 //! touches and why, [`apply`] fills them (deterministically from a seed, in
-//! parallel), and [`write`] saves the result, changing nothing else in the file.
+//! parallel), and [`write`](fn@write) saves the result, changing nothing else in the file.
 //! The `reinit` binary is a thin clap layer over these functions.
 //!
 //! ```

@@ -7,7 +7,8 @@
 //!     cargo test -p reinit --test big_model -- --ignored --nocapture
 //!     REINIT_BIG_N=8192 cargo test -p reinit --test big_model -- --ignored --nocapture   # 256 MiB tensors
 //!
-//! The bound asserted is the issue's: peak RSS ≤ largest tensor + 256 MiB.
+//! The bound asserted is issue 8's: peak RSS ≤ largest tensor + 64 MiB (issue 7
+//! asks for + 256 MiB).
 
 mod common;
 
@@ -85,10 +86,13 @@ fn rewrite_several_gb_of_external_data_within_the_memory_bound() {
         peak as f64 / 1024.0,
         elapsed.as_secs_f64()
     );
-    let bound = tensor + (256 << 20);
+    // Issue 7's bound is largest tensor + 256 MiB; issue 8's, for external
+    // weights, largest tensor + 64 MiB. The i.i.d. weights are streamed, so
+    // the peak is far below either.
+    let bound = tensor + (64 << 20);
     assert!(
         peak * 1024 <= bound,
-        "peak RSS {:.0} MiB > largest tensor + 256 MiB = {:.0} MiB",
+        "peak RSS {:.0} MiB > largest tensor + 64 MiB = {:.0} MiB",
         peak as f64 / 1024.0,
         mib(bound)
     );
