@@ -30,8 +30,8 @@ pub struct Edits {
     /// New values already encoded in the tensor's dtype and storage form
     /// (half the memory of f64 for an f32 model, encoded off the save path).
     payloads: BTreeMap<TensorId, Vec<u8>>,
-    /// Externally stored tensors whose values a [`DeferredValues`] source
-    /// produces while the save streams the data file.
+    /// Tensors whose values a [`DeferredValues`] source produces while the
+    /// save writes them (external data, or an embedded payload of known length).
     deferred: BTreeSet<TensorId>,
     metadata: Vec<(String, String)>,
 }
@@ -158,8 +158,9 @@ impl Edits {
         self.payloads.get(&id).map(Vec::as_slice)
     }
 
-    /// Marks an externally stored tensor whose values come from the
-    /// [`DeferredValues`] passed to [`Model::save_deferred`].
+    /// Marks a tensor whose values come from the [`DeferredValues`] passed to
+    /// [`Model::save_deferred`] (or [`Model::to_bytes_deferred`]) as the save
+    /// reaches it; it must be one that [`Model::can_defer`].
     pub fn defer(&mut self, id: TensorId) {
         self.values.remove(&id);
         self.payloads.remove(&id);
