@@ -134,6 +134,7 @@ fn fill(model: &Model, plan: &Plan, seed: u64, tick: &(dyn Fn() + Sync)) -> Resu
 
 /// The edited model as bytes, deferred weights drawn as the bytes are
 /// written, without recording their reports (for LSUV's data pass).
+#[cfg(feature = "verify")]
 pub(crate) fn edited_bytes(
     model: &Model,
     plan: &Plan,
