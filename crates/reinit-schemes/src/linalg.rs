@@ -113,16 +113,31 @@ pub fn orthogonality_error(weight: &[f64], rows: usize, cols: usize) -> f64 {
     if rows == 0 || cols == 0 {
         return 0.0;
     }
+    use faer::linalg::matmul::triangular::{BlockStructure, matmul};
     let m = Mat::<f64>::from_fn(rows, cols, |i, j| weight[i * cols + j]);
-    let p = if rows <= cols {
-        &m * m.transpose()
+    // The smaller Gram matrix A·Aᵀ, lower half only (it is symmetric): half
+    // the flops of the full product, which cost a third of orthogonal's time.
+    let a = if rows <= cols {
+        m.as_ref()
     } else {
-        m.transpose() * &m
+        m.as_ref().transpose()
     };
-    let n = p.nrows();
+    let n = a.nrows();
+    let mut p = Mat::<f64>::zeros(n, n);
+    matmul(
+        p.as_mut(),
+        BlockStructure::TriangularLower,
+        faer::Accum::Replace,
+        a,
+        BlockStructure::Rectangular,
+        a.transpose(),
+        BlockStructure::Rectangular,
+        1.0,
+        faer::get_global_parallelism(),
+    );
     let mut err: f64 = 0.0;
     for j in 0..n {
-        for i in 0..n {
+        for i in j..n {
             let target = if i == j { 1.0 } else { 0.0 };
             err = err.max((p[(i, j)] - target).abs());
         }
@@ -262,5 +277,33 @@ mod tests {
     fn density_counts_nonzeros() {
         assert_eq!(density(&[0.0, 1.0, -2.0, 0.0]), 0.5);
         assert_eq!(density(&[]), 0.0);
+    }
+
+    #[test]
+    fn orthogonality_error_is_the_max_deviation_of_the_smaller_gram() {
+        // A non-orthogonal matrix, both orientations, against the definition.
+        for (rows, cols) in [(3, 7), (7, 3), (40, 40), (65, 130)] {
+            let w: Vec<f64> = (0..rows * cols)
+                .map(|k| ((k * 7919) % 101) as f64 / 101.0 - 0.5)
+                .collect();
+            let n = rows.min(cols);
+            let mut want: f64 = 0.0;
+            for a in 0..n {
+                for b in 0..n {
+                    let dot: f64 = if rows <= cols {
+                        (0..cols).map(|k| w[a * cols + k] * w[b * cols + k]).sum()
+                    } else {
+                        (0..rows).map(|k| w[k * cols + a] * w[k * cols + b]).sum()
+                    };
+                    let target = if a == b { 1.0 } else { 0.0 };
+                    want = want.max((dot - target).abs());
+                }
+            }
+            let got = orthogonality_error(&w, rows, cols);
+            assert!(
+                (got - want).abs() < 1e-12 * want.max(1.0),
+                "{rows}×{cols}: {got} vs {want}"
+            );
+        }
     }
 }
