@@ -644,32 +644,51 @@ impl<'g, 'm> Context<'g, 'm> {
     }
 
     /// Most layers on a path inside `region` that ends just before node `n`.
+    ///
+    /// An explicit-stack post-order walk: a deep graph cannot overflow the
+    /// stack, and a cycle (only in a malformed file; found by the fuzzer) is
+    /// cut where it closes instead of recursing forever.
     fn before_count(&self, region: &HashSet<usize>, n: usize) -> usize {
         let g = self.g;
+        let preds = |node: usize| -> Vec<usize> {
+            g.data_inputs(&g.nodes[node])
+                .into_iter()
+                .filter_map(|input| g.producer.get(input).copied())
+                .filter(|p| region.contains(p))
+                .collect()
+        };
         let mut memo: HashMap<usize, usize> = HashMap::new();
-        fn walk(
-            cx: &Context<'_, '_>,
-            g: &Graph<'_>,
-            region: &HashSet<usize>,
-            n: usize,
-            memo: &mut HashMap<usize, usize>,
-        ) -> usize {
-            if let Some(&v) = memo.get(&n) {
-                return v;
+        let mut open: HashSet<usize> = HashSet::new();
+        let mut stack = vec![(n, false)];
+        while let Some((node, expanded)) = stack.pop() {
+            if memo.contains_key(&node) {
+                continue;
             }
-            let mut best = 0;
-            for input in g.data_inputs(&g.nodes[n]) {
-                if let Some(&p) = g.producer.get(input)
-                    && region.contains(&p)
-                {
-                    let own = usize::from(cx.layer_at.contains_key(&p));
-                    best = best.max(walk(cx, g, region, p, memo) + own);
+            if !expanded {
+                if !open.insert(node) {
+                    continue; // on the current path: a cycle closes here
                 }
+                stack.push((node, true));
+                stack.extend(
+                    preds(node)
+                        .into_iter()
+                        .filter(|p| !memo.contains_key(p) && !open.contains(p))
+                        .map(|p| (p, false)),
+                );
+                continue;
             }
-            memo.insert(n, best);
-            best
+            let best = preds(node)
+                .into_iter()
+                .filter_map(|p| {
+                    let own = usize::from(self.layer_at.contains_key(&p));
+                    memo.get(&p).map(|&v| v + own)
+                })
+                .max()
+                .unwrap_or(0);
+            memo.insert(node, best);
+            open.remove(&node);
         }
-        walk(self, g, region, n, &mut memo)
+        memo.get(&n).copied().unwrap_or(0)
     }
 
     // ----------------------------------------------------------- activations

@@ -424,3 +424,25 @@ fn constant_reshape_weight() {
         stored
     );
 }
+
+#[test]
+fn cycles_in_a_malformed_graph_are_cut_not_followed_forever() {
+    // Found by the fuzzer: a branch whose nodes feed each other (r = Relu(c2),
+    // c2 = conv2(r)) sent the layer-role walk into unbounded recursion.
+    let conv = |name: &str, x: &str, w: &str, y: &str| {
+        with_ints(node("Conv", name, &[x, w], &[y]), "pads", &[1, 1, 1, 1])
+    };
+    let a = build(
+        17,
+        vec![
+            conv("conv1", "X", "W1", "c1"),
+            node("Add", "mix", &["c1", "c2"], &["m"]),
+            node("Relu", "relu", &["m"], &["r"]),
+            conv("conv2", "r", "W2", "c2"),
+            node("Add", "res", &["X", "c2"], &["Y"]),
+        ],
+        vec![weights("W1", &[4, 4, 3, 3]), weights("W2", &[4, 4, 3, 3])],
+        &["Y"],
+    );
+    assert_eq!(a.layers.len(), 2);
+}
