@@ -249,7 +249,6 @@ fn draw(
             entry.numel()
         )));
     }
-    init.notes.shrink_to_fit();
     Ok(Some(Drawn {
         scheme,
         init,
