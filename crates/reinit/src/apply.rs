@@ -221,7 +221,7 @@ fn draw(
         scheme: scheme.name().into(),
         source: Box::new(source),
     };
-    let (scheme, mut init) = match run(&w.scheme) {
+    let (scheme, init) = match run(&w.scheme) {
         Ok(init) => (w.scheme, init),
         Err(SchemeError::Unsupported { reason, .. } | SchemeError::Infeasible { reason, .. }) => {
             match &w.fallback {
