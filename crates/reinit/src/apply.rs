@@ -11,7 +11,7 @@
 //!   structured schemes, kept as encoded payloads in the edits.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -285,8 +285,25 @@ fn realize_encoded(
                 .map_err(Error::Save)?
                 .expect("checked: the storage holds little-endian bytes");
             (streamed_record(model, plan, w, drawn, after), payload)
+        } else if let Some((n_out, n_in)) = stored_transposed(&plan.analysis.layers[w.layer])
+            .filter(|_| model.holds_le_bytes(w.tensor))
+        {
+            let mut r = realize_drawn(model, plan, w, drawn, false);
+            let size = entry.dtype.size().unwrap_or(0);
+            let mut out = streamed::Bytes {
+                dtype: entry.dtype,
+                bytes: Vec::with_capacity(entry.numel() * size),
+            };
+            streamed::write_transposed(&r.stored, n_out, n_in, entry.dtype, &mut out)
+                .map_err(Error::Save)?;
+            r.stored = Vec::new();
+            let payload = model
+                .payload_from_le(w.tensor, out.bytes)
+                .map_err(Error::Save)?
+                .expect("checked: the storage holds little-endian bytes");
+            (r, payload)
         } else {
-            let mut r = realize_drawn(model, plan, w, drawn);
+            let mut r = realize_drawn(model, plan, w, drawn, true);
             let payload = model.encode(r.tensor, &r.stored).map_err(Error::Save)?;
             r.stored = Vec::new();
             (r, payload)
@@ -318,9 +335,24 @@ fn streamed_record(
     }
 }
 
-/// A draw made whole (its bias aside): stored values, report with the
-/// orthogonality check, mask.
-fn realize_drawn(model: &Model, plan: &Plan, w: &PlannedWeight, drawn: Drawn) -> Realized {
+/// `(n_out, n_in)` when a structured weight of `layer` is stored as the plain
+/// transpose of its canonical matrix (`MatMul(X, W)`), which
+/// [`streamed::write_transposed`] writes without a transposed copy.
+fn stored_transposed(layer: &reinit_graph::Layer) -> Option<(usize, usize)> {
+    let plain = layer.layout.steps.is_empty() && layer.groups == 1 && layer.kernel.is_empty();
+    (plain && layer.layout.operand == OperandLayout::InOut).then_some((layer.n_out, layer.n_in))
+}
+
+/// A draw made whole (its bias aside): values — in stored layout, or left
+/// canonical when `convert` is false and the draw is structured — report
+/// with the orthogonality check, mask.
+fn realize_drawn(
+    model: &Model,
+    plan: &Plan,
+    w: &PlannedWeight,
+    drawn: Drawn,
+    convert: bool,
+) -> Realized {
     let Drawn {
         scheme,
         init,
@@ -334,20 +366,22 @@ fn realize_drawn(model: &Model, plan: &Plan, w: &PlannedWeight, drawn: Drawn) ->
     let layer = &plan.analysis.layers[w.layer];
     let orthogonality_error = orthogonality(&scheme, &init, w, entry.dtype);
     let after = Stats::of(&init.weight);
-    let mask = init.mask.as_ref().map(|mask| {
-        let as_f64: Vec<f64> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-        Mask {
-            name: w.name.clone(),
-            shape: entry.dims.clone(),
-            values: to_stored(layer, as_f64).iter().map(|&v| v != 0.0).collect(),
-        }
+    let LayerInit {
+        weight,
+        notes,
+        mask,
+        ..
+    } = init;
+    let mask = mask.map(|mask| Mask {
+        name: w.name.clone(),
+        shape: entry.dims.clone(),
+        values: mask_to_stored(layer, mask),
     });
-    let LayerInit { weight, notes, .. } = init;
     let mut report = weight_report(model, plan, w, scheme, notes, before, after);
     report.orthogonality_error = orthogonality_error;
     Realized {
         tensor: w.tensor,
-        stored: if in_stored_order {
+        stored: if in_stored_order || !convert {
             weight
         } else {
             to_stored(layer, weight)
@@ -415,6 +449,31 @@ fn to_stored(layer: &reinit_graph::Layer, mut canonical: Vec<f64>) -> Vec<f64> {
         }
         _ => layer.canonical_to_stored(&canonical),
     }
+}
+
+/// A canonical mask in the stored layout: moved when the layouts coincide,
+/// transposed as booleans for `MatMul(X, W)`, else through the graph's
+/// general conversion (as 0/1 values).
+fn mask_to_stored(layer: &reinit_graph::Layer, mask: Vec<bool>) -> Vec<bool> {
+    let direct = matches!(
+        layer.layout.operand,
+        OperandLayout::OutIn | OperandLayout::Conv
+    ) && layer.layout.steps.is_empty();
+    if direct {
+        return mask;
+    }
+    if let Some((n_out, n_in)) = stored_transposed(layer) {
+        let mut stored = vec![false; mask.len()];
+        for o in 0..n_out {
+            for i in 0..n_in {
+                stored[i * n_out + o] = mask[o * n_in + i];
+            }
+        }
+        return stored;
+    }
+    let as_f64: Vec<f64> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+    drop(mask);
+    to_stored(layer, as_f64).iter().map(|&v| v != 0.0).collect()
 }
 
 /// Transposes an `n × n` row-major matrix in place, tile by tile.
@@ -512,7 +571,17 @@ pub(crate) struct Deferred<'a> {
     /// Draws whose weight or bias is still to be written, by weight index.
     open: Mutex<HashMap<usize, OpenDraw>>,
     done: Mutex<Vec<(usize, Option<Realized>)>>,
+    /// The raw draw of each deferred weight, made by whichever thread comes
+    /// first (the writer, or a look-ahead), taken once into `open`.
+    draws: HashMap<usize, OnceLock<Mutex<Option<DrawResult>>>>,
+    /// Deferred weights of the structured schemes, in the order the save asks
+    /// for them, with their position there: while one is written, the next
+    /// is drawn on the pool (their QR / Givens work is the slow part).
+    dense_order: Vec<usize>,
+    dense_position: HashMap<usize, usize>,
 }
+
+type DrawResult = Result<Option<Drawn>, Error>;
 
 /// A drawn weight whose weight or bias the save has not reached yet.
 struct OpenDraw {
@@ -546,6 +615,20 @@ impl<'a> Deferred<'a> {
                 owners.insert(bias, i);
             }
         }
+        let draws = applied
+            .deferred
+            .iter()
+            .map(|&i| (i, OnceLock::new()))
+            .collect();
+        let dense_order = save_order(model, plan, &applied.deferred)
+            .into_iter()
+            .filter(|&i| !plan.weights[i].scheme.draws_iid())
+            .collect::<Vec<_>>();
+        let dense_position = dense_order
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (i, k))
+            .collect();
         Deferred {
             model,
             plan,
@@ -554,7 +637,26 @@ impl<'a> Deferred<'a> {
             before: applied.deferred_before.clone(),
             open: Mutex::default(),
             done: Mutex::default(),
+            draws,
+            dense_order,
+            dense_position,
         }
+    }
+
+    /// The raw draw of deferred weight `index`, made now unless another
+    /// thread made (or is making) it.
+    fn draw_cell(&self, index: usize) -> &Mutex<Option<DrawResult>> {
+        self.draws[&index].get_or_init(|| {
+            let w = &self.plan.weights[index];
+            let before = self.before.get(&index).copied();
+            Mutex::new(Some(draw(self.model, w, self.seed, before)))
+        })
+    }
+
+    /// The structured weight the save will ask for after `index`, if any.
+    fn next_dense(&self, index: usize) -> Option<usize> {
+        let k = *self.dense_position.get(&index)?;
+        self.dense_order.get(k + 1).copied()
     }
 
     /// Draws every deferred weight not yet written (for a dry run), keeping
@@ -597,19 +699,27 @@ impl<'a> Deferred<'a> {
     /// Draws weight `index` unless it is drawn already; `false` when its
     /// scheme (and fallback) do not cover it.
     fn open_draw(&self, index: usize) -> Result<bool, Error> {
+        {
+            let open = lock(&self.open)?;
+            if open.contains_key(&index) {
+                return Ok(true);
+            }
+            if let Some((_, record)) = lock(&self.done)?.iter().find(|(j, _)| *j == index) {
+                return Ok(record.is_some());
+            }
+        }
+        // Drawn outside the locks: a look-ahead may be drawing another weight.
+        let cell = self.draw_cell(index);
         let mut open = lock(&self.open)?;
-        if open.contains_key(&index) {
-            return Ok(true);
-        }
-        if let Some((_, record)) = lock(&self.done)?.iter().find(|(j, _)| *j == index) {
-            return Ok(record.is_some());
-        }
-        let w = &self.plan.weights[index];
-        let before = self.before.get(&index).copied();
-        let Some(mut drawn) = draw(self.model, w, self.seed, before)? else {
+        let Some(result) = lock(cell)?.take() else {
+            // Taken by another caller between the check and here.
+            return Ok(open.contains_key(&index));
+        };
+        let Some(mut drawn) = result? else {
             lock(&self.done)?.push((index, None));
             return Ok(false);
         };
+        let w = &self.plan.weights[index];
         let bias = drawn.init.bias.take();
         let bias = bias_entry(self.model, self.plan, w, bias, drawn.scheme)?;
         open.insert(
@@ -624,9 +734,32 @@ impl<'a> Deferred<'a> {
         Ok(true)
     }
 
+    /// Writes weight `index` into `out` and records it, drawing the next
+    /// structured weight meanwhile; `false` when the scheme does not cover it.
+    fn write_weight(
+        &self,
+        index: usize,
+        out: &mut dyn streamed::Emit,
+    ) -> Result<bool, reinit_onnx::Error> {
+        match self.next_dense(index) {
+            // A failed look-ahead is dropped here and reported when the save
+            // asks for that weight (its cell keeps the error).
+            Some(next) => {
+                rayon::join(
+                    || self.write_weight_now(index, out),
+                    || {
+                        self.draw_cell(next);
+                    },
+                )
+                .0
+            }
+            None => self.write_weight_now(index, out),
+        }
+    }
+
     /// Writes weight `index` into `out` (streamed where it can be) and
     /// records it; `false` when the scheme does not cover it.
-    fn write_weight(
+    fn write_weight_now(
         &self,
         index: usize,
         out: &mut dyn streamed::Emit,
@@ -647,8 +780,13 @@ impl<'a> Deferred<'a> {
         let record = if streamed::streamable(&drawn.init.weight) {
             let after = streamed::stream(&drawn.init.weight, dtype, out)?;
             streamed_record(self.model, self.plan, w, drawn, after)
+        } else if let Some((n_out, n_in)) = stored_transposed(&self.plan.analysis.layers[w.layer]) {
+            let mut r = realize_drawn(self.model, self.plan, w, drawn, false);
+            streamed::write_transposed(&r.stored, n_out, n_in, dtype, out)?;
+            r.stored = Vec::new();
+            r
         } else {
-            let mut r = realize_drawn(self.model, self.plan, w, drawn);
+            let mut r = realize_drawn(self.model, self.plan, w, drawn, true);
             for piece in r.stored.chunks(1 << 20) {
                 out.values(piece)?;
             }
@@ -709,6 +847,21 @@ impl<'a> Deferred<'a> {
             },
         }
     }
+}
+
+/// Deferred weights in the order a save asks for them: external ones first,
+/// by data file and offset (the data file is written before the model), then
+/// embedded ones by position in the model file.
+fn save_order(model: &Model, plan: &Plan, deferred: &[usize]) -> Vec<usize> {
+    let mut order = deferred.to_vec();
+    order.sort_by_key(|&i| {
+        let id = plan.weights[i].tensor;
+        match &model.tensor(id).storage {
+            Storage::External(r) => (0, r.location.clone(), r.offset, id.0),
+            _ => (1, String::new(), 0, id.0),
+        }
+    });
+    order
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, Error> {

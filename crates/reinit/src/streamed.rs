@@ -169,6 +169,51 @@ fn draw(values: &WeightValues, k: usize, buf: &mut [f64]) {
     }
 }
 
+/// Writes a structured weight's canonical `(n_out, n_in)` matrix as its
+/// stored `(n_in, n_out)` transpose (`MatMul(X, W)`), encoded, in bands of
+/// about 4 MiB: no transposed f64 copy is made. Within a band, groups of 8
+/// stored rows (8 canonical columns: one cache line per canonical row) are
+/// gathered in parallel.
+pub(crate) fn write_transposed(
+    canonical: &[f64],
+    n_out: usize,
+    n_in: usize,
+    dtype: DType,
+    out: &mut dyn Emit,
+) -> Result<(), reinit_onnx::Error> {
+    thread_local! {
+        static ROWS: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    const GROUP: usize = 8;
+    let size = dtype.size().unwrap_or(1).max(1);
+    let row_bytes = n_out * size;
+    let band_rows = ((4 << 20) / row_bytes.max(1)).max(GROUP) / GROUP * GROUP;
+    let mut band = Vec::new();
+    for i0 in (0..n_in).step_by(band_rows) {
+        let rows = band_rows.min(n_in - i0);
+        band.resize(rows * row_bytes, 0u8);
+        band.par_chunks_mut(GROUP * row_bytes)
+            .enumerate()
+            .try_for_each(|(g, bytes)| {
+                let first = i0 + g * GROUP;
+                let count = bytes.len() / row_bytes;
+                ROWS.with_borrow_mut(|scratch| {
+                    scratch.resize(count * n_out, 0.0);
+                    for o in 0..n_out {
+                        let src = &canonical[o * n_in + first..o * n_in + first + count];
+                        for (r, &v) in src.iter().enumerate() {
+                            scratch[r * n_out + o] = v;
+                        }
+                    }
+                    dtype.write_le(scratch, bytes)
+                })
+            })
+            .map_err(|reason| out.error(reason))?;
+        out.encoded(&band)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +255,24 @@ mod tests {
         let rounded: Vec<f64> = whole.iter().map(|&v| v as f32 as f64).collect();
         assert_eq!(got.0, rounded);
         assert_eq!(stats, Stats::of(&whole));
+    }
+
+    #[test]
+    fn transposed_writes_are_the_stored_transpose() {
+        for (n_out, n_in) in [(3, 5), (130, 70), (700, 1200), (5, 9000)] {
+            let canonical: Vec<f64> = (0..n_out * n_in).map(|k| k as f64 * 0.25).collect();
+            let mut got = Collect::default();
+            write_transposed(&canonical, n_out, n_in, DType::F32, &mut got).unwrap();
+            assert_eq!(got.0.len(), canonical.len());
+            for i in 0..n_in {
+                for o in 0..n_out {
+                    assert_eq!(
+                        got.0[i * n_out + o],
+                        canonical[o * n_in + i] as f32 as f64,
+                        "({n_out}×{n_in}) stored ({i}, {o})"
+                    );
+                }
+            }
+        }
     }
 }

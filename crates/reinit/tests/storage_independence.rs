@@ -185,3 +185,31 @@ fn streamed_weights_reach_lsuv_and_in_memory_outputs() {
         .unwrap();
     assert!(he.after.std > 0.0 && he.after != he.before, "{he:?}");
 }
+
+#[test]
+fn eoi_masks_are_the_support_of_the_stored_weights() {
+    // Masks are converted to the stored layout on their own (as booleans for
+    // MatMul(X, W)); they must mark exactly the non-zeros of what is written.
+    use reinit::{PlanOptions, SchemeParams, apply, plan};
+    let dir = tempfile::tempdir().unwrap();
+    let path = mlp(dir.path(), "m.onnx", &[300, 257, 300, 40], false);
+    let model = Model::load(&path).unwrap();
+    let options = PlanOptions {
+        scheme: "eoi".into(),
+        params: SchemeParams {
+            density: Some(0.3),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let plan = plan(&model, &options).unwrap();
+    let applied = apply(&model, &plan, 4).unwrap();
+    assert_eq!(applied.masks.len(), 3);
+    for mask in &applied.masks {
+        let id = model.find_tensor(&mask.name).unwrap();
+        let stored = model.edited_values(&applied.edits, id).unwrap().unwrap();
+        let support: Vec<bool> = stored.iter().map(|&v| v != 0.0).collect();
+        assert!(support == mask.values, "{}", mask.name);
+        assert!(support.iter().any(|&b| !b) && support.iter().any(|&b| b));
+    }
+}
