@@ -1,12 +1,14 @@
-//! Writing an i.i.d. weight without holding it.
+//! Writing weights into an output without holding an extra copy.
 //!
 //! An i.i.d. weight ([`WeightValues::Iid`], or zeros) has no structure, so
 //! its values are drawn in the tensor's stored order, whatever the layout (a
 //! `MatMul(X, W)` weight needs no transpose): a batch of RNG chunks at a
 //! time, chunks in parallel, encoded in parallel, the next batch drawn while
-//! this one is written. Memory: two batches. The structured schemes
-//! (orthogonal, EOI, IDInit, …) are built whole in canonical layout and
-//! converted by the graph's layout (see `apply`).
+//! this one is written. Memory: two encoded batches. The structured schemes
+//! (orthogonal, EOI, IDInit, …) are built whole in canonical layout; a
+//! `MatMul(X, W)` one is written as encoded transposed bands
+//! ([`write_transposed`]), the others converted by the graph's layout (see
+//! `apply`).
 
 use rayon::prelude::*;
 use reinit_onnx::{DType, ValueSink};
@@ -14,7 +16,7 @@ use reinit_schemes::{IidFill, WeightValues};
 
 use crate::report::{Stats, StatsAcc};
 
-/// Chunks per batch: 16 × 65,536 values = 8 MiB of f64.
+/// Chunks per batch: 16 × 65,536 values (4 MiB encoded as f32).
 const BATCH_CHUNKS: usize = 16;
 const BATCH: usize = BATCH_CHUNKS * IidFill::CHUNK;
 
