@@ -265,7 +265,7 @@ struct DataLayout {
     path: PathBuf,
     /// The data file of the model being replaced, removed once the new model
     /// is in place (the new one is written under another name; see
-    /// [`Model::default_data_name`]).
+    /// `default_data_name`).
     stale: Option<PathBuf>,
     /// Source location → base offset in the new file, in first-use order.
     bases: Vec<(String, u64)>,
