@@ -937,33 +937,39 @@ fn external_splices(
 fn default_data_name(path: &Path, file_name: &str) -> (String, Option<PathBuf>) {
     let primary = format!("{file_name}.data");
     let alternate = format!("{file_name}.1.data");
-    let refers = |name: &str| refers_to(path, name);
-    if !refers(&primary) {
-        let stale = refers(&alternate).then(|| path.with_file_name(&alternate));
-        return (primary, stale);
+    let [uses_primary, uses_alternate] = refers_to(path, [&primary, &alternate]);
+    match (uses_primary, uses_alternate) {
+        (false, uses_alternate) => {
+            let stale = uses_alternate.then(|| path.with_file_name(&alternate));
+            (primary, stale)
+        }
+        (true, false) => (alternate, Some(path.with_file_name(&primary))),
+        (true, true) => (primary, None),
     }
-    if !refers(&alternate) {
-        return (alternate, Some(path.with_file_name(&primary)));
-    }
-    (primary, None)
 }
 
-/// Whether the file at `path` (a model about to be replaced) contains `name`
-/// as an external-data location. A byte search: a false positive only picks
-/// the other name.
-fn refers_to(path: &Path, name: &str) -> bool {
+/// For each name, whether the file at `path` (a model about to be replaced)
+/// contains it as an external-data location and the file exists beside it.
+/// A byte search over one read-only map: a false positive only picks the
+/// other name.
+fn refers_to<const N: usize>(path: &Path, names: [&str; N]) -> [bool; N] {
+    let exists = names.map(|name| path.with_file_name(name).exists());
     let Ok(file) = std::fs::File::open(path) else {
-        return false;
+        return [false; N];
     };
-    if !file.metadata().is_ok_and(|m| m.is_file()) || !path.with_file_name(name).exists() {
-        return false;
+    if !exists.contains(&true) || !file.metadata().is_ok_and(|m| m.is_file()) {
+        return [false; N];
     }
     // SAFETY: read-only map of a file we only search; a concurrent writer
     // can at worst change the answer, which only picks the other name.
-    match unsafe { memmap2::Mmap::map(&file) } {
-        Ok(map) => memchr::memmem::find(&map, name.as_bytes()).is_some(),
-        Err(_) => false,
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return [false; N];
+    };
+    let mut found = [false; N];
+    for (k, name) in names.iter().enumerate() {
+        found[k] = exists[k] && memchr::memmem::find(&map, name.as_bytes()).is_some();
     }
+    found
 }
 
 fn string_field(number: u32, value: &str) -> Vec<u8> {

@@ -1,9 +1,12 @@
-//! Criterion benches: orthogonal (Haar via faer QR), EOI (Givens to density 0.1) and He
-//! normal on 25 M values. Compare with `python3 benches/schemes_numpy.py` (same sizes).
+//! Criterion benches: orthogonal (Haar via faer QR), EOI (Givens to density 0.1), He
+//! normal on 25 M values, and the bulk normal fill on one thread (`normal_fill`: divide by
+//! 2^22 for nanoseconds per value). Compare with `python3 benches/schemes_numpy.py` (same sizes).
 //! `REINIT_BENCH_4096=1` adds the slow n = 4096 orthogonal case.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use reinit_schemes::{LayerSpec, Scheme, Stream, haar_orthogonal, init_layer, sparse_orthogonal};
+use reinit_schemes::{
+    Law, LayerSpec, Scheme, Stream, haar_orthogonal, init_layer, sparse_orthogonal,
+};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -48,5 +51,21 @@ fn he(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, orthogonal, eoi, he);
+fn normal_fill(c: &mut Criterion) {
+    let mut g = c.benchmark_group("normal_fill");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    let n = 1 << 22;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
+    let fill = Stream::new(1, "w", "he").iid(Law::Normal { std: 1.0 }, n);
+    let mut out = vec![0.0; n];
+    g.bench_function("4M_1thread", |b| {
+        b.iter(|| pool.install(|| fill.fill_at(0, black_box(&mut out))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, orthogonal, eoi, he, normal_fill);
 criterion_main!(benches);

@@ -270,46 +270,51 @@ fn realize_encoded(
     };
     let bias = drawn.init.bias.take();
     let scheme = drawn.scheme;
-    let entry = model.tensor(w.tensor);
-    let (mut realized, payload) =
-        if streamed::streamable(&drawn.init.weight) && model.holds_le_bytes(w.tensor) {
-            let size = entry.dtype.size().unwrap_or(0);
-            let mut out = streamed::Bytes {
-                dtype: entry.dtype,
-                bytes: Vec::with_capacity(entry.numel() * size),
-            };
-            let after =
-                streamed::stream(&drawn.init.weight, entry.dtype, &mut out).map_err(Error::Save)?;
-            let payload = model
-                .payload_from_le(w.tensor, out.bytes)
-                .map_err(Error::Save)?
-                .expect("checked: the storage holds little-endian bytes");
-            (streamed_record(model, plan, w, drawn, after), payload)
-        } else if let Some((n_out, n_in)) = stored_transposed(&plan.analysis.layers[w.layer])
-            .filter(|_| model.holds_le_bytes(w.tensor))
-        {
-            let mut r = realize_drawn(model, plan, w, drawn, false);
-            let size = entry.dtype.size().unwrap_or(0);
-            let mut out = streamed::Bytes {
-                dtype: entry.dtype,
-                bytes: Vec::with_capacity(entry.numel() * size),
-            };
-            streamed::write_transposed(&r.stored, n_out, n_in, entry.dtype, &mut out)
-                .map_err(Error::Save)?;
-            r.stored = Vec::new();
-            let payload = model
-                .payload_from_le(w.tensor, out.bytes)
-                .map_err(Error::Save)?
-                .expect("checked: the storage holds little-endian bytes");
-            (r, payload)
-        } else {
-            let mut r = realize_drawn(model, plan, w, drawn, true);
-            let payload = model.encode(r.tensor, &r.stored).map_err(Error::Save)?;
-            r.stored = Vec::new();
-            (r, payload)
-        };
+    let le = model.holds_le_bytes(w.tensor);
+    let (mut realized, payload) = if streamed::streamable(&drawn.init.weight) && le {
+        let mut after = None;
+        let payload = le_payload(model, w.tensor, |out| {
+            after = Some(streamed::stream(&drawn.init.weight, out.dtype, out)?);
+            Ok(())
+        })?;
+        let after = after.expect("set by the fill");
+        (streamed_record(model, plan, w, drawn, after), payload)
+    } else if let Some((n_out, n_in)) =
+        stored_transposed(&plan.analysis.layers[w.layer]).filter(|_| le)
+    {
+        let mut r = realize_drawn(model, plan, w, drawn, false);
+        let payload = le_payload(model, w.tensor, |out| {
+            streamed::write_transposed(&r.stored, n_out, n_in, out.dtype, out)
+        })?;
+        r.stored = Vec::new();
+        (r, payload)
+    } else {
+        let mut r = realize_drawn(model, plan, w, drawn, true);
+        let payload = model.encode(r.tensor, &r.stored).map_err(Error::Save)?;
+        r.stored = Vec::new();
+        (r, payload)
+    };
     realized.bias = bias_entry(model, plan, w, bias, scheme)?;
     Ok(Some((realized, payload)))
+}
+
+/// The payload of tensor `id` (whose storage holds little-endian bytes) as
+/// `fill` encodes it into a buffer of the tensor's size.
+fn le_payload(
+    model: &Model,
+    id: TensorId,
+    fill: impl FnOnce(&mut streamed::Bytes) -> Result<(), reinit_onnx::Error>,
+) -> Result<Payload, Error> {
+    let entry = model.tensor(id);
+    let mut out = streamed::Bytes {
+        dtype: entry.dtype,
+        bytes: Vec::with_capacity(entry.numel() * entry.dtype.size().unwrap_or(0)),
+    };
+    fill(&mut out).map_err(Error::Save)?;
+    Ok(model
+        .payload_from_le(id, out.bytes)
+        .map_err(Error::Save)?
+        .expect("checked by the caller: the storage holds little-endian bytes"))
 }
 
 /// The record of a streamed weight (its bias aside), `after` being the
@@ -341,6 +346,15 @@ fn streamed_record(
 fn stored_transposed(layer: &reinit_graph::Layer) -> Option<(usize, usize)> {
     let plain = layer.layout.steps.is_empty() && layer.groups == 1 && layer.kernel.is_empty();
     (plain && layer.layout.operand == OperandLayout::InOut).then_some((layer.n_out, layer.n_in))
+}
+
+/// Whether `layer`'s weight is stored in its canonical layout (Gemm
+/// `transB=1`, `MatMul(W, X)`, Conv).
+fn stored_is_canonical(layer: &reinit_graph::Layer) -> bool {
+    matches!(
+        layer.layout.operand,
+        OperandLayout::OutIn | OperandLayout::Conv
+    ) && layer.layout.steps.is_empty()
 }
 
 /// A draw made whole (its bias aside): values — in stored layout, or left
@@ -440,11 +454,12 @@ fn bias_entry(
 /// when the two coincide (Gemm transB=1, Conv), an in-place transpose for a
 /// square `MatMul(X, W)` weight; otherwise the graph's general conversion.
 fn to_stored(layer: &reinit_graph::Layer, mut canonical: Vec<f64>) -> Vec<f64> {
-    let plain = layer.layout.steps.is_empty() && layer.groups == 1 && layer.kernel.is_empty();
-    match layer.layout.operand {
-        OperandLayout::OutIn | OperandLayout::Conv if layer.layout.steps.is_empty() => canonical,
-        OperandLayout::InOut if plain && layer.n_out == layer.n_in => {
-            transpose_square_in_place(&mut canonical, layer.n_out);
+    if stored_is_canonical(layer) {
+        return canonical;
+    }
+    match stored_transposed(layer) {
+        Some((n_out, n_in)) if n_out == n_in => {
+            transpose_square_in_place(&mut canonical, n_out);
             canonical
         }
         _ => layer.canonical_to_stored(&canonical),
@@ -455,11 +470,7 @@ fn to_stored(layer: &reinit_graph::Layer, mut canonical: Vec<f64>) -> Vec<f64> {
 /// transposed as booleans for `MatMul(X, W)`, else through the graph's
 /// general conversion (as 0/1 values).
 fn mask_to_stored(layer: &reinit_graph::Layer, mask: Vec<bool>) -> Vec<bool> {
-    let direct = matches!(
-        layer.layout.operand,
-        OperandLayout::OutIn | OperandLayout::Conv
-    ) && layer.layout.steps.is_empty();
-    if direct {
+    if stored_is_canonical(layer) {
         return mask;
     }
     if let Some((n_out, n_in)) = stored_transposed(layer) {

@@ -322,32 +322,11 @@ fn sigkill_mid_write_never_leaves_a_truncated_output() {
 /// its own weights (its data file untouched).
 #[test]
 fn a_crash_between_the_two_renames_keeps_the_previous_model_whole() {
-    let tmp = tempfile::tempdir().unwrap();
-    let input = copy_fixture("tiny_resnet_bn_external.onnx", &tmp.path().join("in"));
-    let out_dir = tmp.path().join("out");
+    let case = setup("tiny_resnet_bn_external.onnx");
+    let out_dir = case.dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
     let out = out_dir.join("m.onnx");
-    let args = |seed: &'static str| {
-        vec![
-            input.to_str().unwrap().to_string(),
-            "--scheme".into(),
-            "he".into(),
-            "--seed".into(),
-            seed.into(),
-            "-q".into(),
-            "--force".into(),
-            "-o".into(),
-            out.to_str().unwrap().to_string(),
-        ]
-    };
-    let go = |seed, envs: &[(&str, &str)]| {
-        let a = args(seed);
-        run(
-            &a.iter().map(String::as_str).collect::<Vec<_>>(),
-            envs,
-            Duration::from_secs(60),
-        )
-    };
+    let go = |seed, envs: &[(&str, &str)]| rewrite(&case, &out, seed, envs);
     // Twice over, so both data-file names are crossed.
     for round in 0..2 {
         assert_eq!(go("1", &[]).code, Some(0));
