@@ -139,56 +139,11 @@ impl Storage {
     }
 }
 
-/// Decodes little-endian `bytes` of `dtype` into f64 values.
+/// Decodes little-endian `bytes` of `dtype` into f64 values; `None` for a
+/// ragged length or an unknown type.
 pub(crate) fn decode_le(bytes: &[u8], dtype: DType) -> Option<Vec<f64>> {
-    let mut out = Vec::new();
-    decode_le_into(bytes, dtype, &mut out).then_some(out)
-}
-
-/// Decodes little-endian `bytes` of `dtype` into `out` (replacing its
-/// contents, reusing its allocation); `false` for a ragged length or an
-/// unknown type.
-pub(crate) fn decode_le_into(bytes: &[u8], dtype: DType, out: &mut Vec<f64>) -> bool {
-    let Some(size) = dtype.size() else {
-        return false;
-    };
-    if !bytes.len().is_multiple_of(size) {
-        return false;
-    }
-    out.clear();
-    let values = bytes.chunks_exact(size);
-    match dtype {
-        DType::F32 => {
-            out.extend(values.map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
-        }
-        DType::F64 => {
-            out.extend(values.map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())))
-        }
-        DType::F16 => {
-            out.extend(values.map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()))
-        }
-        DType::BF16 => {
-            out.extend(values.map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()))
-        }
-        DType::I64 => {
-            out.extend(values.map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
-        }
-        DType::U64 => {
-            out.extend(values.map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
-        }
-        DType::I32 => {
-            out.extend(values.map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
-        }
-        DType::U32 => {
-            out.extend(values.map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()) as f64))
-        }
-        DType::I16 => out.extend(values.map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)),
-        DType::U16 => out.extend(values.map(|c| u16::from_le_bytes([c[0], c[1]]) as f64)),
-        DType::I8 => out.extend(values.map(|c| c[0] as i8 as f64)),
-        DType::U8 | DType::Bool => out.extend(values.map(|c| c[0] as f64)),
-        DType::Other(_) => return false,
-    }
-    true
+    let mut out = vec![0.0; bytes.len() / dtype.size()?];
+    dtype.read_le(bytes, &mut out).ok().map(|()| out)
 }
 
 /// Decodes little-endian integer `bytes` exactly (no f64 detour).
@@ -283,6 +238,43 @@ fn encode_le(values: &[f64], dtype: DType, out: &mut Vec<u8>) -> Result<(), Stri
 }
 
 impl DType {
+    /// Reads little-endian values of this dtype from `bytes`, which must hold
+    /// exactly `out.len() × size` bytes, into `out` (exact for every numeric
+    /// type up to 2^53).
+    pub fn read_le(self, bytes: &[u8], out: &mut [f64]) -> Result<(), String> {
+        let size = self
+            .size()
+            .ok_or_else(|| format!("cannot read {self} values"))?;
+        if bytes.len() != out.len() * size {
+            return Err(format!(
+                "{} bytes for {} {self} values",
+                bytes.len(),
+                out.len()
+            ));
+        }
+        fn each<const N: usize>(bytes: &[u8], out: &mut [f64], f: impl Fn([u8; N]) -> f64) {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(N)) {
+                *o = f(c.try_into().expect("chunks_exact yields N bytes"));
+            }
+        }
+        match self {
+            DType::F32 => each(bytes, out, |b| f32::from_le_bytes(b) as f64),
+            DType::F64 => each(bytes, out, f64::from_le_bytes),
+            DType::F16 => each(bytes, out, |b| f16::from_le_bytes(b).to_f64()),
+            DType::BF16 => each(bytes, out, |b| bf16::from_le_bytes(b).to_f64()),
+            DType::I64 => each(bytes, out, |b| i64::from_le_bytes(b) as f64),
+            DType::U64 => each(bytes, out, |b| u64::from_le_bytes(b) as f64),
+            DType::I32 => each(bytes, out, |b| i32::from_le_bytes(b) as f64),
+            DType::U32 => each(bytes, out, |b| u32::from_le_bytes(b) as f64),
+            DType::I16 => each(bytes, out, |b| i16::from_le_bytes(b) as f64),
+            DType::U16 => each(bytes, out, |b| u16::from_le_bytes(b) as f64),
+            DType::I8 => each(bytes, out, |b: [u8; 1]| b[0] as i8 as f64),
+            DType::U8 | DType::Bool => each(bytes, out, |b: [u8; 1]| b[0] as f64),
+            DType::Other(_) => return Err(format!("cannot read {self} values")),
+        }
+        Ok(())
+    }
+
     /// Writes `values` rounded to this float dtype (nearest, ties to even) as
     /// little-endian bytes into `out`, which must hold exactly
     /// `values.len() × size` bytes.

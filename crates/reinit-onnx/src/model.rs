@@ -404,19 +404,44 @@ impl Model {
         chunk: usize,
         mut visit: impl FnMut(&[f64]),
     ) -> Result<(), Error> {
-        let entry = self.tensor(id);
-        let (Some(size), Some(bytes)) = (entry.dtype.size(), self.raw_bytes(id)?) else {
-            visit(&self.read_f64(id)?);
-            return Ok(());
-        };
-        let piece_len = chunk.max(1) * size;
-        let mut values = Vec::with_capacity(chunk.max(1).min(entry.numel()));
-        for (i, piece) in bytes.chunks(piece_len).enumerate() {
-            if !codec::decode_le_into(piece, entry.dtype, &mut values) {
-                let reason = format!("cannot read {} values", entry.dtype);
-                return Err(self.tensor_error(entry, reason));
-            }
+        let dtype = self.tensor(id).dtype;
+        let mut values = Vec::new();
+        let raw = self.visit_le(id, chunk, |bytes| {
+            values.resize(bytes.len() / dtype.size().unwrap_or(1), 0.0);
+            dtype.read_le(bytes, &mut values)?;
             visit(&values);
+            Ok(())
+        })?;
+        if !raw {
+            visit(&self.read_f64(id)?);
+        }
+        Ok(())
+    }
+
+    /// Visits the stored little-endian bytes of a `raw_data` or external
+    /// tensor in pieces of at most `chunk` whole values, releasing the pages
+    /// as they are consumed; `false` (nothing visited) for the other
+    /// storages. A ragged payload or an error from `visit` names the tensor.
+    pub fn visit_le(
+        &self,
+        id: TensorId,
+        chunk: usize,
+        mut visit: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<bool, Error> {
+        let entry = self.tensor(id);
+        let Some(bytes) = self.raw_bytes(id)? else {
+            return Ok(false);
+        };
+        let size = entry
+            .dtype
+            .size()
+            .filter(|size| bytes.len().is_multiple_of(*size))
+            .ok_or_else(|| {
+                self.tensor_error(entry, format!("cannot read {} values", entry.dtype))
+            })?;
+        let piece_len = chunk.max(1) * size;
+        for (i, piece) in bytes.chunks(piece_len).enumerate() {
+            visit(piece).map_err(|reason| self.tensor_error(entry, reason))?;
             self.release_bytes(piece);
             if let Storage::External(reference) = &entry.storage
                 && let Some(map) = self.external.get(&reference.location)
@@ -426,7 +451,7 @@ impl Model {
                 crate::save::release(map, start..start + piece.len());
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Drops the pages behind `slice` from the resident set, when it lies in
