@@ -74,6 +74,10 @@ pub fn haar_orthogonal(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f
             MemStack::new(&mut mem),
         );
     }
+    // The Householder factors are spent: free them before the output is
+    // allocated, so at most two a×b matrices are alive at once.
+    drop(m);
+    drop(coeff);
     let mut out = vec![0.0; r * c];
     if r <= c {
         // M = Qᵀ (r × c): row i of M is column i of Q, contiguous in faer's column-major Q.
@@ -105,6 +109,16 @@ pub fn haar_orthogonal(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f
 /// `rows × cols` matrix, accumulated in f64. Divide `weight` by the gain first to check a
 /// scaled matrix. 0 for an empty shape.
 pub fn orthogonality_error(weight: &[f64], rows: usize, cols: usize) -> f64 {
+    orthogonality_error_of(weight, rows, cols, |x| x)
+}
+
+/// [`orthogonality_error`] of `weight` with `map` applied to each entry, without a mapped copy.
+fn orthogonality_error_of(
+    weight: &[f64],
+    rows: usize,
+    cols: usize,
+    map: impl Fn(f64) -> f64,
+) -> f64 {
     assert_eq!(
         weight.len(),
         rows * cols,
@@ -114,7 +128,7 @@ pub fn orthogonality_error(weight: &[f64], rows: usize, cols: usize) -> f64 {
         return 0.0;
     }
     use faer::linalg::matmul::triangular::{BlockStructure, matmul};
-    let m = Mat::<f64>::from_fn(rows, cols, |i, j| weight[i * cols + j]);
+    let m = Mat::<f64>::from_fn(rows, cols, |i, j| map(weight[i * cols + j]));
     // The smaller Gram matrix A·Aᵀ, lower half only (it is symmetric): half
     // the flops of the full product, which cost a third of orthogonal's time.
     let a = if rows <= cols {
@@ -156,6 +170,8 @@ pub fn density(weight: &[f64]) -> f64 {
 /// A storage format a model may hold its weights in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CastFormat {
+    /// Kept in f64: no rounding.
+    F64,
     F32,
     F16,
     Bf16,
@@ -170,18 +186,16 @@ pub fn orthogonality_error_after_cast(
     gain: f64,
     format: CastFormat,
 ) -> f64 {
-    let cast: Vec<f64> = weight
-        .iter()
-        .map(|&x| {
-            let y = match format {
-                CastFormat::F32 => x as f32 as f64,
-                CastFormat::F16 => half::f16::from_f64(x).to_f64(),
-                CastFormat::Bf16 => half::bf16::from_f64(x).to_f64(),
-            };
-            y / gain
-        })
-        .collect();
-    orthogonality_error(&cast, rows, cols)
+    let cast = |x: f64| {
+        let y = match format {
+            CastFormat::F64 => x,
+            CastFormat::F32 => x as f32 as f64,
+            CastFormat::F16 => half::f16::from_f64(x).to_f64(),
+            CastFormat::Bf16 => half::bf16::from_f64(x).to_f64(),
+        };
+        y / gain
+    };
+    orthogonality_error_of(weight, rows, cols, cast)
 }
 
 #[cfg(test)]
