@@ -4,11 +4,14 @@
 //! Each weight has its own stream, so results depend neither on the order nor
 //! on the thread count. Weights are filled at one of two moments:
 //! - *deferred*, during the save ([`Deferred`], driven by
-//!   [`write`](fn@crate::write)): every external weight, and embedded weights of
-//!   the i.i.d. schemes, which are streamed into the output
-//!   ([`streamed`](crate::streamed)) and never held whole;
-//! - *eager*, up front and in parallel across layers: embedded weights of the
-//!   structured schemes, kept as encoded payloads in the edits.
+//!   [`write`](fn@crate::write)): every external weight, and every embedded
+//!   weight whose new payload length is known in advance. I.i.d. weights are
+//!   streamed into the output ([`streamed`](crate::streamed)) and never held
+//!   whole; the structured schemes' weights are drawn a window at a time, in
+//!   parallel, ahead of the writer, so the new weights are never all in memory;
+//! - *eager*, up front and in parallel across layers: the rest (embedded
+//!   tensors in `int32_data` and the like), kept as encoded payloads in the
+//!   edits.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -174,11 +177,10 @@ fn not_covered(w: &PlannedWeight) -> Kept {
 
 /// Which weights are filled during the save, as the writer reaches them:
 /// those in external data (so a model with gigabytes of it needs memory for
-/// at most one tensor), and embedded i.i.d. weights whose payload length is
-/// known in advance (drawn straight into the output, overlapping the writes,
-/// with no copy of the new weights in memory). Embedded weights of the
-/// structured schemes (orthogonal, EOI, …) are filled up front, in parallel
-/// across layers. A weight is deferred only with its bias.
+/// a window of tensors), and embedded weights whose payload length is known
+/// in advance (drawn into the output as it is written, so the new weights
+/// are never all in memory next to the model). A weight is deferred only
+/// with its bias.
 fn is_deferred(model: &Model, plan: &Plan, index: usize) -> bool {
     let w = &plan.weights[index];
     let external = |id: TensorId| matches!(model.tensor(id).storage, Storage::External(_));
@@ -186,9 +188,7 @@ fn is_deferred(model: &Model, plan: &Plan, index: usize) -> bool {
     if external(w.tensor) {
         return bias.is_none_or(external);
     }
-    w.scheme.draws_iid()
-        && model.can_defer(w.tensor)
-        && bias.is_none_or(|b| !external(b) && model.can_defer(b))
+    model.can_defer(w.tensor) && bias.is_none_or(|b| !external(b) && model.can_defer(b))
 }
 
 /// A weight's scheme run (or its fallback's), the weight possibly not yet
@@ -557,10 +557,7 @@ fn orthogonality(
     let format = match dtype {
         DType::F16 => CastFormat::F16,
         DType::BF16 => CastFormat::Bf16,
-        DType::F64 => {
-            let unit: Vec<f64> = weight.iter().map(|v| v / gain).collect();
-            return Some(reinit_schemes::orthogonality_error(&unit, rows, cols));
-        }
+        DType::F64 => CastFormat::F64,
         _ => CastFormat::F32,
     };
     Some(orthogonality_error_after_cast(
@@ -582,22 +579,41 @@ pub(crate) struct Deferred<'a> {
     /// Draws whose weight or bias is still to be written, by weight index.
     open: Mutex<HashMap<usize, OpenDraw>>,
     done: Mutex<Vec<(usize, Option<Realized>)>>,
-    /// The raw draw of each deferred weight, made by whichever thread comes
+    /// The draw of each deferred weight, made by whichever thread comes
     /// first (the writer, or a look-ahead), taken once into `open`.
     draws: HashMap<usize, OnceLock<Mutex<Option<DrawResult>>>>,
     /// Deferred weights of the structured schemes, in the order the save asks
-    /// for them, with their position there: while one is written, the next
-    /// is drawn on the pool (their QR / Givens work is the slow part).
+    /// for them, with their position there: they are drawn a window at a
+    /// time, in parallel, the next window while the last of one is written
+    /// (their QR / Givens work is the slow part).
     dense_order: Vec<usize>,
     dense_position: HashMap<usize, usize>,
 }
 
-type DrawResult = Result<Option<Drawn>, Error>;
+type DrawResult = Result<Option<Prepared>, Error>;
+
+/// A deferred weight ready to be written.
+enum Prepared {
+    /// An i.i.d. weight, drawn as it is streamed.
+    Lazy(Drawn),
+    /// A structured weight made whole on the pool — values (canonical when
+    /// stored as its plain transpose, else in stored layout), report with
+    /// its orthogonality check, mask — with its scheme's new bias.
+    Whole {
+        realized: Box<Realized>,
+        scheme: Scheme,
+        bias: Option<Vec<f64>>,
+    },
+}
+
+/// Most f64 values of structured weights drawn ahead at once (each needs
+/// about two more matrices of its size while it is drawn).
+const WINDOW_VALUES: usize = 16 << 20;
 
 /// A drawn weight whose weight or bias the save has not reached yet.
 struct OpenDraw {
     /// `None` once the weight is written.
-    weight: Option<Drawn>,
+    weight: Option<Prepared>,
     /// The new bias and its report (`None`: no bias, or the scheme keeps it).
     bias: Option<(TensorId, Vec<f64>, WeightReport)>,
     bias_written: bool,
@@ -654,20 +670,60 @@ impl<'a> Deferred<'a> {
         }
     }
 
-    /// The raw draw of deferred weight `index`, made now unless another
-    /// thread made (or is making) it.
+    /// The draw of deferred weight `index`, made now unless another thread
+    /// made (or is making) it.
     fn draw_cell(&self, index: usize) -> &Mutex<Option<DrawResult>> {
         self.draws[&index].get_or_init(|| {
             let w = &self.plan.weights[index];
             let before = self.before.get(&index).copied();
-            Mutex::new(Some(draw(self.model, w, self.seed, before)))
+            let prepared = draw(self.model, w, self.seed, before)
+                .map(|drawn| drawn.map(|drawn| self.prepare(w, drawn)));
+            Mutex::new(Some(prepared))
         })
     }
 
-    /// The structured weight the save will ask for after `index`, if any.
-    fn next_dense(&self, index: usize) -> Option<usize> {
-        let k = *self.dense_position.get(&index)?;
-        self.dense_order.get(k + 1).copied()
+    /// An i.i.d. draw stays lazy; a structured one is made whole here, on
+    /// whichever thread draws it.
+    fn prepare(&self, w: &PlannedWeight, mut drawn: Drawn) -> Prepared {
+        if streamed::streamable(&drawn.init.weight) {
+            return Prepared::Lazy(drawn);
+        }
+        let bias = drawn.init.bias.take();
+        let scheme = drawn.scheme;
+        let canonical = stored_transposed(&self.plan.analysis.layers[w.layer]).is_some();
+        Prepared::Whole {
+            realized: Box::new(realize_drawn(self.model, self.plan, w, drawn, !canonical)),
+            scheme,
+            bias,
+        }
+    }
+
+    fn is_drawn(&self, index: usize) -> bool {
+        self.draws
+            .get(&index)
+            .is_some_and(|cell| cell.get().is_some())
+    }
+
+    /// Draws the structured weights from position `k` of `dense_order` on, in
+    /// parallel: as many as [`WINDOW_VALUES`] allows, at least one, at most
+    /// two per thread.
+    fn draw_window(&self, k: usize) {
+        let most = 2 * rayon::current_num_threads().max(1);
+        let mut values = 0;
+        let end = self.dense_order[k..]
+            .iter()
+            .take(most)
+            .take_while(|&&i| {
+                values += self.model.tensor(self.plan.weights[i].tensor).numel();
+                values <= WINDOW_VALUES
+            })
+            .count()
+            .max(1);
+        self.dense_order[k..(k + end).min(self.dense_order.len())]
+            .par_iter()
+            .for_each(|&i| {
+                self.draw_cell(i);
+            });
     }
 
     /// Draws every deferred weight not yet written (for a dry run), keeping
@@ -726,17 +782,20 @@ impl<'a> Deferred<'a> {
             // Taken by another caller between the check and here.
             return Ok(open.contains_key(&index));
         };
-        let Some(mut drawn) = result? else {
+        let Some(mut prepared) = result? else {
             lock(&self.done)?.push((index, None));
             return Ok(false);
         };
         let w = &self.plan.weights[index];
-        let bias = drawn.init.bias.take();
-        let bias = bias_entry(self.model, self.plan, w, bias, drawn.scheme)?;
+        let (bias, scheme) = match &mut prepared {
+            Prepared::Lazy(drawn) => (drawn.init.bias.take(), drawn.scheme),
+            Prepared::Whole { bias, scheme, .. } => (bias.take(), *scheme),
+        };
+        let bias = bias_entry(self.model, self.plan, w, bias, scheme)?;
         open.insert(
             index,
             OpenDraw {
-                weight: Some(drawn),
+                weight: Some(prepared),
                 bias,
                 bias_written: false,
                 record: None,
@@ -745,26 +804,32 @@ impl<'a> Deferred<'a> {
         Ok(true)
     }
 
-    /// Writes weight `index` into `out` and records it, drawing the next
-    /// structured weight meanwhile; `false` when the scheme does not cover it.
+    /// Writes weight `index` into `out` and records it; `false` when the
+    /// scheme does not cover it. A structured weight not drawn yet is drawn
+    /// with the window that starts at it; while the last weight of a window
+    /// is written, the next window is drawn.
     fn write_weight(
         &self,
         index: usize,
         out: &mut dyn streamed::Emit,
     ) -> Result<bool, reinit_onnx::Error> {
-        match self.next_dense(index) {
+        let Some(&k) = self.dense_position.get(&index) else {
+            return self.write_weight_now(index, out);
+        };
+        if !self.is_drawn(index) {
+            self.draw_window(k);
+        }
+        match self.dense_order.get(k + 1) {
             // A failed look-ahead is dropped here and reported when the save
             // asks for that weight (its cell keeps the error).
-            Some(next) => {
+            Some(&next) if !self.is_drawn(next) => {
                 rayon::join(
                     || self.write_weight_now(index, out),
-                    || {
-                        self.draw_cell(next);
-                    },
+                    || self.draw_window(k + 1),
                 )
                 .0
             }
-            None => self.write_weight_now(index, out),
+            _ => self.write_weight_now(index, out),
         }
     }
 
@@ -784,25 +849,27 @@ impl<'a> Deferred<'a> {
             .map_err(to_onnx)?
             .get_mut(&index)
             .and_then(|o| o.weight.take());
-        let Some(drawn) = taken else {
+        let Some(prepared) = taken else {
             return Ok(true); // written already
         };
         let dtype = self.model.tensor(w.tensor).dtype;
-        let record = if streamed::streamable(&drawn.init.weight) {
-            let after = streamed::stream(&drawn.init.weight, dtype, out)?;
-            streamed_record(self.model, self.plan, w, drawn, after)
-        } else if let Some((n_out, n_in)) = stored_transposed(&self.plan.analysis.layers[w.layer]) {
-            let mut r = realize_drawn(self.model, self.plan, w, drawn, false);
-            streamed::write_transposed(&r.stored, n_out, n_in, dtype, out)?;
-            r.stored = Vec::new();
-            r
-        } else {
-            let mut r = realize_drawn(self.model, self.plan, w, drawn, true);
-            for piece in r.stored.chunks(1 << 20) {
-                out.values(piece)?;
+        let record = match prepared {
+            Prepared::Lazy(drawn) => {
+                let after = streamed::stream(&drawn.init.weight, dtype, out)?;
+                streamed_record(self.model, self.plan, w, drawn, after)
             }
-            r.stored = Vec::new();
-            r
+            Prepared::Whole { mut realized, .. } => {
+                let layer = &self.plan.analysis.layers[w.layer];
+                if let Some((n_out, n_in)) = stored_transposed(layer) {
+                    streamed::write_transposed(&realized.stored, n_out, n_in, dtype, out)?;
+                } else {
+                    for piece in realized.stored.chunks(1 << 20) {
+                        out.values(piece)?;
+                    }
+                }
+                realized.stored = Vec::new();
+                *realized
+            }
         };
         let mut open = lock(&self.open).map_err(to_onnx)?;
         let entry = open.get_mut(&index).expect("drawn above");

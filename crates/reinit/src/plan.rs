@@ -399,16 +399,10 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            pool.install(|| {
-                model
-                    .to_bytes(&crate::apply(&model, &p, 9).unwrap().edits)
-                    .unwrap()
-            })
+            pool.install(|| crate::apply_to_bytes(&model, &p, 9, &|| {}).unwrap().1)
         };
         assert!(run(1) == run(3));
-        let other = model
-            .to_bytes(&crate::apply(&model, &p, 10).unwrap().edits)
-            .unwrap();
+        let other = crate::apply_to_bytes(&model, &p, 10, &|| {}).unwrap().1;
         assert!(other != run(1), "a different seed gives different weights");
     }
 }
