@@ -1,7 +1,7 @@
 //! A weight's new values, and its report, do not depend on where it is
-//! stored: embedded weights are drawn whole, external ones streamed into the
-//! data file (in canonical order, staged and transposed for `MatMul(X, W)`),
-//! and the two must agree to the bit.
+//! stored: embedded weights are spliced into the model file as they are
+//! drawn, external ones written into the data file, and the two must agree to
+//! the bit.
 
 mod common;
 
@@ -212,5 +212,60 @@ fn eoi_masks_are_the_support_of_the_stored_weights() {
         let support: Vec<bool> = stored.iter().map(|&v| v != 0.0).collect();
         assert!(support == mask.values, "{}", mask.name);
         assert!(support.iter().any(|&b| !b) && support.iter().any(|&b| b));
+    }
+}
+
+#[test]
+fn embedded_structured_weights_are_drawn_during_the_save_not_held() {
+    // The structured schemes' weights are left to the save (drawn a window at
+    // a time), so `apply` holds no payload of new weights; what the save then
+    // writes is what the scheme promises.
+    use reinit::{PlanOptions, apply, apply_to_bytes, plan};
+    let dir = tempfile::tempdir().unwrap();
+    let path = mlp(dir.path(), "m.onnx", &[64, 48, 48, 32, 10], false);
+    let model = Model::load(&path).unwrap();
+    for scheme in ["orthogonal", "eoi", "idinit", "he"] {
+        let options = PlanOptions {
+            scheme: scheme.into(),
+            ..Default::default()
+        };
+        let plan = plan(&model, &options).unwrap();
+        assert_eq!(plan.weights.len(), 4, "{scheme}");
+        let applied = apply(&model, &plan, 3).unwrap();
+        for w in &plan.weights {
+            assert!(applied.edits.is_deferred(w.tensor), "{scheme}: {}", w.name);
+            assert!(
+                applied.edits.payload(w.tensor).is_none(),
+                "{scheme}: {}",
+                w.name
+            );
+        }
+        let (applied, bytes) = apply_to_bytes(&model, &plan, 3, &|| {}).unwrap();
+        assert_eq!(
+            applied
+                .report
+                .weights
+                .iter()
+                .filter(|r| r.kind != "bias")
+                .count(),
+            4
+        );
+        let written = Model::from_bytes(bytes, Some(dir.path())).unwrap();
+        for w in &plan.weights {
+            let id = written.find_tensor(&w.name).unwrap();
+            let new = written.read_f64(id).unwrap();
+            assert_ne!(
+                new,
+                model.read_f64(w.tensor).unwrap(),
+                "{scheme}: {}",
+                w.name
+            );
+        }
+        if scheme == "orthogonal" {
+            for r in applied.report.weights.iter().filter(|r| r.kind != "bias") {
+                let err = r.orthogonality_error.expect("checked");
+                assert!(err < 1e-6, "{}: {err}", r.name);
+            }
+        }
     }
 }
