@@ -1,11 +1,11 @@
 //! bytes → Model::from_bytes → reinit_graph::analyze → reinit::plan_with →
-//! apply_to_bytes (scheme he: weights streamed into the output) and apply
-//! (orthogonal: filled up front) → Model::from_bytes again. Any panic is a
-//! bug; an output that does not load again is a bug.
+//! apply_to_bytes (scheme he: weights streamed into the output; orthogonal:
+//! drawn a window at a time ahead of the writer) → Model::from_bytes again.
+//! Any panic is a bug; an output that does not load again is a bug.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use reinit::{PlanOptions, apply, apply_to_bytes, plan, plan_with};
+use reinit::{PlanOptions, apply_to_bytes, plan, plan_with};
 use reinit_onnx::Model;
 
 fuzz_target!(|data: &[u8]| {
@@ -26,7 +26,9 @@ fuzz_target!(|data: &[u8]| {
         Model::from_bytes(bytes, None).expect("reinit's own output must load");
     }
     let options = PlanOptions { scheme: "orthogonal".into(), ..Default::default() };
-    if let Ok(orthogonal) = plan(&model, &options) {
-        let _ = apply(&model, &orthogonal, 1);
+    if let Ok(orthogonal) = plan(&model, &options)
+        && let Ok((_, bytes)) = apply_to_bytes(&model, &orthogonal, 1, &|| {})
+    {
+        Model::from_bytes(bytes, None).expect("reinit's own output must load");
     }
 });
