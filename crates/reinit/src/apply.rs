@@ -588,6 +588,8 @@ pub(crate) struct Deferred<'a> {
     /// (their QR / Givens work is the slow part).
     dense_order: Vec<usize>,
     dense_position: HashMap<usize, usize>,
+    /// Runs once per weight written (a progress bar).
+    tick: &'a (dyn Fn() + Sync),
 }
 
 type DrawResult = Result<Option<Prepared>, Error>;
@@ -667,7 +669,13 @@ impl<'a> Deferred<'a> {
             draws,
             dense_order,
             dense_position,
+            tick: &|| {},
         }
+    }
+
+    /// Calls `tick` once per weight written.
+    pub fn with_progress(self, tick: &'a (dyn Fn() + Sync)) -> Self {
+        Deferred { tick, ..self }
     }
 
     /// The draw of deferred weight `index`, made now unless another thread
@@ -875,6 +883,7 @@ impl<'a> Deferred<'a> {
         let entry = open.get_mut(&index).expect("drawn above");
         entry.record = Some(record);
         self.close_if_complete(&mut open, index).map_err(to_onnx)?;
+        (self.tick)();
         Ok(true)
     }
 

@@ -61,10 +61,22 @@ pub fn write(
     path: &Path,
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
+    write_with_progress(model, plan, applied, path, options, &|| {})
+}
+
+/// As [`write`], calling `tick` once per deferred weight written.
+fn write_with_progress(
+    model: &Model,
+    plan: &Plan,
+    applied: &mut Applied,
+    path: &Path,
+    options: &SaveOptions,
+    tick: &(dyn Fn() + Sync),
+) -> Result<SaveReport, Error> {
     // Borrow the edits out rather than cloning them: they hold every new value.
     let mut edits = std::mem::take(&mut applied.edits);
     add_metadata(&mut edits, plan, applied);
-    let source = apply::Deferred::new(model, plan, applied);
+    let source = apply::Deferred::new(model, plan, applied).with_progress(tick);
     let saved = model.save_deferred(path, &edits, &source, options);
     applied.edits = edits;
     let saved = saved.map_err(Error::Save)?;
@@ -75,7 +87,8 @@ pub fn write(
 /// The rewrite sequence the CLI and the Python package share: fill every
 /// planned weight (with LSUV's data pass when built with `verify`), then save
 /// to `output` — or, without one, complete the report without writing — and
-/// write the EOI masks after the model. `tick` runs once per eagerly filled weight.
+/// write the EOI masks after the model. `tick` runs once per weight filled
+/// (up front or during the save).
 pub fn apply_and_write(
     model: &Model,
     plan: &Plan,
@@ -88,13 +101,13 @@ pub fn apply_and_write(
     let start = std::time::Instant::now();
     match output {
         Some((path, save)) => {
-            write(model, plan, &mut applied, path, save)?;
+            write_with_progress(model, plan, &mut applied, path, save, tick)?;
             applied.report.output = Some(path.display().to_string());
             if let Some(mask_out) = mask_out {
                 write_masks(&applied.masks, mask_out)?;
             }
         }
-        None => finish_without_writing(model, plan, &mut applied)?,
+        None => finish_without_writing_with_progress(model, plan, &mut applied, tick)?,
     }
     applied.report.dry_run = output.is_none();
     applied.report.timings_ms.write = start.elapsed().as_secs_f64() * 1e3;
@@ -113,7 +126,7 @@ pub fn apply_to_bytes(
     let start = std::time::Instant::now();
     let mut edits = std::mem::take(&mut applied.edits);
     add_metadata(&mut edits, plan, &applied);
-    let source = apply::Deferred::new(model, plan, &applied);
+    let source = apply::Deferred::new(model, plan, &applied).with_progress(tick);
     let bytes = model.to_bytes_deferred(&edits, &source);
     applied.edits = edits;
     let bytes = bytes.map_err(Error::Save)?;
@@ -153,7 +166,16 @@ pub fn finish_without_writing(
     plan: &Plan,
     applied: &mut Applied,
 ) -> Result<(), Error> {
-    let source = apply::Deferred::new(model, plan, applied);
+    finish_without_writing_with_progress(model, plan, applied, &|| {})
+}
+
+fn finish_without_writing_with_progress(
+    model: &Model,
+    plan: &Plan,
+    applied: &mut Applied,
+    tick: &(dyn Fn() + Sync),
+) -> Result<(), Error> {
+    let source = apply::Deferred::new(model, plan, applied).with_progress(tick);
     source.fill_remaining(applied)?;
     source.finish(applied);
     Ok(())

@@ -240,7 +240,13 @@ fn embedded_structured_weights_are_drawn_during_the_save_not_held() {
                 w.name
             );
         }
-        let (applied, bytes) = apply_to_bytes(&model, &plan, 3, &|| {}).unwrap();
+        // progress: one tick per weight, though all are filled during the save
+        let ticks = std::sync::atomic::AtomicUsize::new(0);
+        let tick = || {
+            ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        let (applied, bytes) = apply_to_bytes(&model, &plan, 3, &tick).unwrap();
+        assert_eq!(ticks.into_inner(), 4, "{scheme}");
         assert_eq!(
             applied
                 .report
