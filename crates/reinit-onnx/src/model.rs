@@ -395,33 +395,11 @@ impl Model {
         })
     }
 
-    /// Visits the values in pieces of at most `chunk` values without building
-    /// the whole f64 tensor; the pages of external data are released as they
-    /// are consumed. For statistics over tensors larger than memory comfortably holds.
-    pub fn visit_f64(
-        &self,
-        id: TensorId,
-        chunk: usize,
-        mut visit: impl FnMut(&[f64]),
-    ) -> Result<(), Error> {
-        let dtype = self.tensor(id).dtype;
-        let mut values = Vec::new();
-        let raw = self.visit_le(id, chunk, |bytes| {
-            values.resize(bytes.len() / dtype.size().unwrap_or(1), 0.0);
-            dtype.read_le(bytes, &mut values)?;
-            visit(&values);
-            Ok(())
-        })?;
-        if !raw {
-            visit(&self.read_f64(id)?);
-        }
-        Ok(())
-    }
-
     /// Visits the stored little-endian bytes of a `raw_data` or external
     /// tensor in pieces of at most `chunk` whole values, releasing the pages
     /// as they are consumed; `false` (nothing visited) for the other
     /// storages. A ragged payload or an error from `visit` names the tensor.
+    /// For statistics over tensors larger than memory comfortably holds.
     pub fn visit_le(
         &self,
         id: TensorId,

@@ -566,8 +566,9 @@ fn orthogonality(
 }
 
 /// The value source for deferred weights: draws a weight when the save asks
-/// for it (or for its bias), streams it into the data file where its scheme
-/// and layout allow ([`streamed`](crate::streamed)), and records its report.
+/// for it (or for its bias) — a structured one with a window of those that
+/// follow, in parallel — streams it into the output where its scheme allows
+/// ([`streamed`](crate::streamed)), and records its report.
 pub(crate) struct Deferred<'a> {
     model: &'a Model,
     plan: &'a Plan,
@@ -698,9 +699,10 @@ impl<'a> Deferred<'a> {
         }
         let bias = drawn.init.bias.take();
         let scheme = drawn.scheme;
-        let canonical = stored_transposed(&self.plan.analysis.layers[w.layer]).is_some();
+        // A plain transpose is written from the canonical matrix in bands.
+        let transposed = stored_transposed(&self.plan.analysis.layers[w.layer]).is_some();
         Prepared::Whole {
-            realized: Box::new(realize_drawn(self.model, self.plan, w, drawn, !canonical)),
+            realized: Box::new(realize_drawn(self.model, self.plan, w, drawn, !transposed)),
             scheme,
             bias,
         }
