@@ -498,3 +498,38 @@ fn embedded_tensors_can_be_produced_while_the_model_is_written() {
     }
     assert!(storages.len() >= 4, "storages covered: {storages:?}");
 }
+
+#[test]
+fn little_endian_pieces_cover_the_stored_bytes_in_order() {
+    for name in ["tiny_resnet_bn.onnx", "tiny_resnet_bn_external.onnx"] {
+        let model = Model::load(fixtures().join(name)).unwrap();
+        let mut visited = 0;
+        for id in model.ids() {
+            let Some(size) = model.tensor(id).dtype.size() else {
+                continue;
+            };
+            let stored = model.raw_bytes(id).unwrap().map(<[u8]>::to_vec);
+            let mut pieces = Vec::new();
+            let raw = model
+                .visit_le(id, 7, |piece| {
+                    assert!(piece.len() <= 7 * size && piece.len() % size == 0);
+                    pieces.extend_from_slice(piece);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(raw, stored.is_some(), "{name}: {}", model.tensor(id).name);
+            if let Some(stored) = stored {
+                assert!(pieces == stored, "{name}: {}", model.tensor(id).name);
+                visited += 1;
+            }
+        }
+        assert!(visited > 0, "{name}");
+        // an error from the visitor names the tensor
+        let id = model
+            .ids()
+            .find(|&id| model.raw_bytes(id).unwrap().is_some())
+            .unwrap();
+        let err = model.visit_le(id, 7, |_| Err("stop".into())).unwrap_err();
+        assert!(err.to_string().contains(&model.tensor(id).name), "{err}");
+    }
+}
