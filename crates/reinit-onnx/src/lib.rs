@@ -24,6 +24,8 @@
 
 mod atomic;
 mod codec;
+#[cfg(target_os = "linux")]
+mod direct;
 mod error;
 mod external;
 mod index;

@@ -275,3 +275,55 @@ fn embedded_structured_weights_are_drawn_during_the_save_not_held() {
         }
     }
 }
+
+#[test]
+fn large_outputs_written_past_the_page_cache_equal_the_in_memory_bytes() {
+    // Outputs past 4 MiB leave the page cache (O_DIRECT blocks from a writer
+    // thread, where the file system allows): the file must hold exactly what
+    // the in-memory route produces, for a model file and for a data file.
+    use reinit::{PlanOptions, apply_to_bytes, plan};
+    let dir = tempfile::tempdir().unwrap();
+    let widths = [1100, 1300, 1200, 10];
+    let embedded = mlp(dir.path(), "big.onnx", &widths, false);
+    let external = mlp(dir.path(), "big_ext.onnx", &widths, true);
+    for scheme in ["he", "orthogonal"] {
+        let model = Model::load(&embedded).unwrap();
+        let options = PlanOptions {
+            scheme: scheme.into(),
+            ..Default::default()
+        };
+        let plan = plan(&model, &options).unwrap();
+        let in_memory = apply_to_bytes(&model, &plan, 5, &|| {}).unwrap().1;
+        let out = dir.path().join(format!("{scheme}.onnx"));
+        let args = [
+            embedded.to_str().unwrap(),
+            "--scheme",
+            scheme,
+            "--seed",
+            "5",
+            "-q",
+        ];
+        run_ok(&[&args[..], &["-o", out.to_str().unwrap()]].concat(), &[]);
+        let written = std::fs::read(&out).unwrap();
+        assert!(written.len() > 8 << 20, "{scheme}: {} bytes", written.len());
+        assert!(
+            written == in_memory,
+            "{scheme}: the file differs from the in-memory bytes"
+        );
+        // the same weights through an external data file
+        let out_ext = dir.path().join(format!("{scheme}_ext.onnx"));
+        let args = [
+            external.to_str().unwrap(),
+            "--scheme",
+            scheme,
+            "--seed",
+            "5",
+            "-q",
+        ];
+        run_ok(
+            &[&args[..], &["-o", out_ext.to_str().unwrap()]].concat(),
+            &[],
+        );
+        assert_same_weights(&out, &out_ext, scheme);
+    }
+}
