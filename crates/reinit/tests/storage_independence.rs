@@ -294,16 +294,16 @@ fn large_outputs_written_past_the_page_cache_equal_the_in_memory_bytes() {
         };
         let plan = plan(&model, &options).unwrap();
         let in_memory = apply_to_bytes(&model, &plan, 5, &|| {}).unwrap().1;
-        let out = dir.path().join(format!("{scheme}.onnx"));
-        let args = [
-            embedded.to_str().unwrap(),
-            "--scheme",
-            scheme,
-            "--seed",
-            "5",
-            "-q",
-        ];
-        run_ok(&[&args[..], &["-o", out.to_str().unwrap()]].concat(), &[]);
+        let rewrite_to = |input: &Path, name: String| {
+            let out = dir.path().join(name);
+            let (input, output) = (input.to_str().unwrap(), out.to_str().unwrap());
+            run_ok(
+                &[input, "--scheme", scheme, "--seed", "5", "-q", "-o", output],
+                &[],
+            );
+            out
+        };
+        let out = rewrite_to(&embedded, format!("{scheme}.onnx"));
         let written = std::fs::read(&out).unwrap();
         assert!(written.len() > 8 << 20, "{scheme}: {} bytes", written.len());
         assert!(
@@ -311,19 +311,7 @@ fn large_outputs_written_past_the_page_cache_equal_the_in_memory_bytes() {
             "{scheme}: the file differs from the in-memory bytes"
         );
         // the same weights through an external data file
-        let out_ext = dir.path().join(format!("{scheme}_ext.onnx"));
-        let args = [
-            external.to_str().unwrap(),
-            "--scheme",
-            scheme,
-            "--seed",
-            "5",
-            "-q",
-        ];
-        run_ok(
-            &[&args[..], &["-o", out_ext.to_str().unwrap()]].concat(),
-            &[],
-        );
+        let out_ext = rewrite_to(&external, format!("{scheme}_ext.onnx"));
         assert_same_weights(&out, &out_ext, scheme);
     }
 }
