@@ -79,10 +79,14 @@ impl PendingFile {
     }
 
     /// The output for a file larger than [`HOLD`], `held` written into it.
+    /// `REINIT_NO_DIRECT_IO` (set to anything) keeps the page cache, for a
+    /// file system where direct writes are slow.
     fn unheld(&self, held: &[u8]) -> Result<Output, Error> {
         let io = |e| Error::io(&self.target, e);
         #[cfg(target_os = "linux")]
-        if let Some(mut direct) = crate::direct::DirectWriter::start(self.temp.as_file()) {
+        if std::env::var_os("REINIT_NO_DIRECT_IO").is_none()
+            && let Some(mut direct) = crate::direct::DirectWriter::start(self.temp.as_file())
+        {
             direct.write(held).map_err(io)?;
             return Ok(Output::Direct(direct));
         }

@@ -294,24 +294,30 @@ fn large_outputs_written_past_the_page_cache_equal_the_in_memory_bytes() {
         };
         let plan = plan(&model, &options).unwrap();
         let in_memory = apply_to_bytes(&model, &plan, 5, &|| {}).unwrap().1;
-        let rewrite_to = |input: &Path, name: String| {
+        let rewrite_to = |input: &Path, name: String, envs: &[(&str, &str)]| {
             let out = dir.path().join(name);
             let (input, output) = (input.to_str().unwrap(), out.to_str().unwrap());
             run_ok(
                 &[input, "--scheme", scheme, "--seed", "5", "-q", "-o", output],
-                &[],
+                envs,
             );
             out
         };
-        let out = rewrite_to(&embedded, format!("{scheme}.onnx"));
-        let written = std::fs::read(&out).unwrap();
-        assert!(written.len() > 8 << 20, "{scheme}: {} bytes", written.len());
-        assert!(
-            written == in_memory,
-            "{scheme}: the file differs from the in-memory bytes"
-        );
+        let out = rewrite_to(&embedded, format!("{scheme}.onnx"), &[]);
+        // and through the page cache, as where the file system refuses O_DIRECT
+        let no_direct = [("REINIT_NO_DIRECT_IO", "1")];
+        let buffered = rewrite_to(&embedded, format!("{scheme}_b.onnx"), &no_direct);
+        for out in [&out, &buffered] {
+            let written = std::fs::read(out).unwrap();
+            assert!(written.len() > 8 << 20, "{scheme}: {} bytes", written.len());
+            assert!(
+                written == in_memory,
+                "{scheme}: {} differs from the in-memory bytes",
+                out.display()
+            );
+        }
         // the same weights through an external data file
-        let out_ext = rewrite_to(&external, format!("{scheme}_ext.onnx"));
+        let out_ext = rewrite_to(&external, format!("{scheme}_ext.onnx"), &[]);
         assert_same_weights(&out, &out_ext, scheme);
     }
 }
