@@ -256,9 +256,9 @@ fn draw(
     }))
 }
 
-/// Draws one embedded weight straight into its encoded payload: streamed
-/// (no f64 copy of the weight) where the scheme and storage allow, else
-/// whole and then encoded.
+/// Draws one weight the save cannot draw (see [`is_deferred`]) into its
+/// encoded payload: written like a deferred weight ([`write_prepared`]) where
+/// the storage holds little-endian bytes, else whole and then encoded.
 fn realize_encoded(
     model: &Model,
     plan: &Plan,
@@ -270,24 +270,14 @@ fn realize_encoded(
     };
     let bias = drawn.init.bias.take();
     let scheme = drawn.scheme;
-    let le = model.holds_le_bytes(w.tensor);
-    let (mut realized, payload) = if streamed::streamable(&drawn.init.weight) && le {
-        let mut after = None;
+    let (mut realized, payload) = if model.holds_le_bytes(w.tensor) {
+        let prepared = prepare(model, plan, w, drawn);
+        let mut realized = None;
         let payload = le_payload(model, w.tensor, |out| {
-            after = Some(streamed::stream(&drawn.init.weight, out.dtype, out)?);
+            realized = Some(write_prepared(model, plan, w, prepared, out)?);
             Ok(())
         })?;
-        let after = after.expect("set by the fill");
-        (streamed_record(model, plan, w, drawn, after), payload)
-    } else if let Some((n_out, n_in)) =
-        stored_transposed(&plan.analysis.layers[w.layer]).filter(|_| le)
-    {
-        let mut r = realize_drawn(model, plan, w, drawn, false);
-        let payload = le_payload(model, w.tensor, |out| {
-            streamed::write_transposed(&r.stored, n_out, n_in, out.dtype, out)
-        })?;
-        r.stored = Vec::new();
-        (r, payload)
+        (realized.expect("set by the fill"), payload)
     } else {
         let mut r = realize_drawn(model, plan, w, drawn, true);
         let payload = model.encode(r.tensor, &r.stored).map_err(Error::Save)?;
@@ -296,6 +286,55 @@ fn realize_encoded(
     };
     realized.bias = bias_entry(model, plan, w, bias, scheme)?;
     Ok(Some((realized, payload)))
+}
+
+/// An i.i.d. draw stays lazy; a structured one is made whole (on whichever
+/// thread calls this).
+fn prepare(model: &Model, plan: &Plan, w: &PlannedWeight, mut drawn: Drawn) -> Prepared {
+    if streamed::streamable(&drawn.init.weight) {
+        return Prepared::Lazy(drawn);
+    }
+    let bias = drawn.init.bias.take();
+    let scheme = drawn.scheme;
+    // A plain transpose is written from the canonical matrix in bands.
+    let transposed = stored_transposed(&plan.analysis.layers[w.layer]).is_some();
+    Prepared::Whole {
+        realized: Box::new(realize_drawn(model, plan, w, drawn, !transposed)),
+        scheme,
+        bias,
+    }
+}
+
+/// Writes a prepared weight into `out` in its stored layout (streamed where
+/// it is i.i.d.) and returns its record, bias aside.
+fn write_prepared(
+    model: &Model,
+    plan: &Plan,
+    w: &PlannedWeight,
+    prepared: Prepared,
+    out: &mut dyn streamed::Emit,
+) -> Result<Realized, reinit_onnx::Error> {
+    let dtype = model.tensor(w.tensor).dtype;
+    Ok(match prepared {
+        Prepared::Lazy(drawn) => {
+            let after = streamed::stream(&drawn.init.weight, dtype, out)?;
+            streamed_record(model, plan, w, drawn, after)
+        }
+        Prepared::Whole { mut realized, .. } => {
+            match stored_transposed(&plan.analysis.layers[w.layer]) {
+                Some((n_out, n_in)) => {
+                    streamed::write_transposed(&realized.stored, n_out, n_in, dtype, out)?
+                }
+                None => {
+                    for piece in realized.stored.chunks(1 << 20) {
+                        out.values(piece)?;
+                    }
+                }
+            }
+            realized.stored = Vec::new();
+            *realized
+        }
+    })
 }
 
 /// The payload of tensor `id` (whose storage holds little-endian bytes) as
@@ -686,26 +725,9 @@ impl<'a> Deferred<'a> {
             let w = &self.plan.weights[index];
             let before = self.before.get(&index).copied();
             let prepared = draw(self.model, w, self.seed, before)
-                .map(|drawn| drawn.map(|drawn| self.prepare(w, drawn)));
+                .map(|drawn| drawn.map(|drawn| prepare(self.model, self.plan, w, drawn)));
             Mutex::new(Some(prepared))
         })
-    }
-
-    /// An i.i.d. draw stays lazy; a structured one is made whole here, on
-    /// whichever thread draws it.
-    fn prepare(&self, w: &PlannedWeight, mut drawn: Drawn) -> Prepared {
-        if streamed::streamable(&drawn.init.weight) {
-            return Prepared::Lazy(drawn);
-        }
-        let bias = drawn.init.bias.take();
-        let scheme = drawn.scheme;
-        // A plain transpose is written from the canonical matrix in bands.
-        let transposed = stored_transposed(&self.plan.analysis.layers[w.layer]).is_some();
-        Prepared::Whole {
-            realized: Box::new(realize_drawn(self.model, self.plan, w, drawn, !transposed)),
-            scheme,
-            bias,
-        }
     }
 
     fn is_drawn(&self, index: usize) -> bool {
@@ -862,25 +884,7 @@ impl<'a> Deferred<'a> {
         let Some(prepared) = taken else {
             return Ok(true); // written already
         };
-        let dtype = self.model.tensor(w.tensor).dtype;
-        let record = match prepared {
-            Prepared::Lazy(drawn) => {
-                let after = streamed::stream(&drawn.init.weight, dtype, out)?;
-                streamed_record(self.model, self.plan, w, drawn, after)
-            }
-            Prepared::Whole { mut realized, .. } => {
-                let layer = &self.plan.analysis.layers[w.layer];
-                if let Some((n_out, n_in)) = stored_transposed(layer) {
-                    streamed::write_transposed(&realized.stored, n_out, n_in, dtype, out)?;
-                } else {
-                    for piece in realized.stored.chunks(1 << 20) {
-                        out.values(piece)?;
-                    }
-                }
-                realized.stored = Vec::new();
-                *realized
-            }
-        };
+        let record = write_prepared(self.model, self.plan, w, prepared, out)?;
         let mut open = lock(&self.open).map_err(to_onnx)?;
         let entry = open.get_mut(&index).expect("drawn above");
         entry.record = Some(record);
