@@ -60,7 +60,9 @@ struct Realized {
     mask: Option<Mask>,
 }
 
-/// Fills every weight of `plan` from `seed`.
+/// Fills the weights of `plan` that the save cannot draw itself and prepares
+/// the others (old-value statistics, the edits that mark them deferred), all
+/// from `seed`; [`write`](fn@crate::write) or `apply_to_bytes` draws those.
 pub fn apply(model: &Model, plan: &Plan, seed: u64) -> Result<Applied, Error> {
     apply_with_progress(model, plan, seed, &|| {})
 }
