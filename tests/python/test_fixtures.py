@@ -266,3 +266,23 @@ def test_diff_initializers_metadata(tmp_path):
     onnx.save(m, str(out))
     with pytest.raises(AssertionError):
         diff_initializers(src, out)
+
+
+MASKED = load_manifest().get("attention_masks", {})
+
+
+def test_attention_mask_fixtures_are_listed_and_small():
+    on_disk = {f"attention_masks/{p.name}" for p in (fixtures_dir() / "attention_masks").glob("*.onnx")}
+    assert on_disk == set(MASKED), on_disk ^ set(MASKED)
+    for name, e in MASKED.items():
+        assert fixture_path(name).stat().st_size < 2 * MB, name
+        assert e["num_residual_blocks"] == 2 * e["transformer_layers"] == len(e["residual_blocks"])
+
+
+@pytest.mark.parametrize("name", sorted(MASKED))
+def test_attention_mask_fixtures_run_with_a_padding_mask(name):
+    onnx.checker.check_model(str(fixture_path(name)), full_check=True)
+    feeds = random_inputs(fixture_path(name), seed=0)
+    feeds["attention_mask"][..., -2:] = 0  # padding: the mask path is live, not constant
+    outs = run_ort(fixture_path(name), feeds=feeds)
+    assert all(np.isfinite(v).all() for v in outs.values())

@@ -11,7 +11,7 @@ use reinit_onnx::proto::{GraphProto, NodeProto, ValueInfoProto};
 use reinit_onnx::{Model, TensorOrigin};
 
 use crate::error::{ExecError, UnsupportedOp};
-use crate::ops::{self, CONTROL_FLOW, OpArgs, Registry};
+use crate::ops::{self, CONTROL_FLOW, Op, OpArgs, Registry};
 
 /// How stateful and stochastic ops behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,9 +47,9 @@ pub struct Param {
     pub trainable: bool,
 }
 
-/// A weighted layer: a Conv/ConvTranspose/Gemm/MatMul node whose weight is a
-/// parameter (directly or through Transpose/Cast/Identity). Its output is the
-/// probe point for signal propagation.
+/// A weighted layer of the main graph as the graph analysis
+/// (`reinit_graph::analyze`) finds it, whose weight is a trainable parameter.
+/// Its output is the probe point for signal propagation and LSUV.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Layer {
     /// The node name (or its first output when the node is unnamed).
@@ -121,6 +121,11 @@ fn op_type(node: &NodeProto) -> &str {
 
 fn is_default_domain(node: &NodeProto) -> bool {
     matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx"))
+}
+
+/// The node's op in the shared table, `None` outside it.
+fn op_of(node: &NodeProto) -> Option<Op> {
+    Op::parse(node.domain.as_deref().unwrap_or(""), op_type(node))
 }
 
 fn input_spec(v: &ValueInfoProto) -> InputSpec {
@@ -198,8 +203,8 @@ impl Executor {
         let unsupported: Vec<UnsupportedOp> = used
             .into_iter()
             .filter(|((domain, op), _)| {
-                !domain.is_empty()
-                    || !(registry.contains_key(op.as_str()) || CONTROL_FLOW.contains(&op.as_str()))
+                !Op::parse(domain, op)
+                    .is_some_and(|op| registry.contains_key(&op) || CONTROL_FLOW.contains(&op))
             })
             .map(|((domain, op_type), nodes)| UnsupportedOp {
                 op_type,
@@ -214,7 +219,7 @@ impl Executor {
         // BatchNormalization running statistics are buffers, not weights.
         let mut buffers = HashSet::new();
         visit_nodes(&graph, &mut |node| {
-            if op_type(node) == "BatchNormalization" {
+            if op_of(node) == Some(Op::BatchNormalization) {
                 for i in [3, 4] {
                     if let Some(n) = node.input.get(i) {
                         buffers.insert(n.clone());
@@ -284,7 +289,7 @@ impl Executor {
             .iter()
             .map(|v| v.name.clone().unwrap_or_default())
             .collect();
-        let layers = find_layers(&graph, &param_index, &params);
+        let layers = main_graph_layers(model, &graph, &param_index, &params);
         Ok(Executor {
             device: device.clone(),
             dtype,
@@ -418,16 +423,16 @@ impl Executor {
                 op: op.to_string(),
                 message,
             };
-            if op == "If" {
+            let kind = op_of(node);
+            if kind == Some(Op::If) {
                 self.run_if(node, env, mode).map_err(|e| match e {
                     e @ ExecError::Node { .. } => e,
                     other => node_err(other.to_string()),
                 })?;
                 continue;
             }
-            let f = self
-                .registry
-                .get(op)
+            let f = kind
+                .and_then(|op| self.registry.get(&op))
                 .ok_or_else(|| node_err("unsupported op".into()))?;
             let inputs = node
                 .input
@@ -519,48 +524,34 @@ fn visit_nodes(graph: &GraphProto, f: &mut dyn FnMut(&NodeProto)) {
     }
 }
 
-/// Weighted layers in graph order (see [`Layer`]).
-fn find_layers(graph: &GraphProto, index: &HashMap<String, usize>, params: &[Param]) -> Vec<Layer> {
-    let mut producer: HashMap<&str, &NodeProto> = HashMap::new();
-    for node in &graph.node {
-        for o in &node.output {
-            producer.insert(o.as_str(), node);
-        }
-    }
-    // Follows pass-through producers back to a parameter.
-    let resolve = |start: &str| -> Option<String> {
-        let mut name = start.to_string();
-        for _ in 0..8 {
-            if let Some(&i) = index.get(&name) {
-                return params[i].trainable.then_some(name);
-            }
-            let node = producer.get(name.as_str())?;
-            if !matches!(op_type(node), "Transpose" | "Cast" | "Identity") {
-                return None;
-            }
-            name = node.input.first()?.clone();
-        }
-        None
-    };
-    let mut layers = Vec::new();
-    for node in &graph.node {
-        let op = op_type(node);
-        let slots: &[usize] = match op {
-            "Conv" | "ConvTranspose" | "Gemm" => &[1],
-            "MatMul" => &[1, 0],
-            _ => continue,
-        };
-        let weight = slots
-            .iter()
-            .find_map(|&s| node.input.get(s).and_then(|n| resolve(n)));
-        if let (Some(weight), Some(output)) = (weight, node.output.first()) {
-            layers.push(Layer {
-                name: node_name(node),
-                op: op.to_string(),
-                weight,
-                output: output.clone(),
-            });
-        }
-    }
-    layers
+/// The analysis' weight layers of the main graph whose weight is a trainable
+/// parameter, in graph order (see [`Layer`]). Layers inside subgraphs are left
+/// out: their values live only while the subgraph runs, so they cannot be probed.
+fn main_graph_layers(
+    model: &Model,
+    graph: &GraphProto,
+    index: &HashMap<String, usize>,
+    params: &[Param],
+) -> Vec<Layer> {
+    let main_values: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let trainable = |name: &str| index.get(name).is_some_and(|&i| params[i].trainable);
+    reinit_graph::analyze(model)
+        .layers
+        .into_iter()
+        .filter(|l| main_values.contains(l.output.as_str()) && trainable(&l.weight_name))
+        .map(|l| Layer {
+            name: if l.node.is_empty() {
+                l.output.clone()
+            } else {
+                l.node
+            },
+            op: l.op.name().to_string(),
+            weight: l.weight_name,
+            output: l.output,
+        })
+        .collect()
 }

@@ -7,13 +7,17 @@ use std::collections::{HashMap, HashSet};
 use reinit_onnx::proto::{AttributeProto, GraphProto, NodeProto};
 use reinit_onnx::{Model, TensorId, TensorOrigin};
 
+use crate::ops::{Op, OpClass};
 use crate::types::Transform;
 
 pub(crate) struct Node<'m> {
     pub proto: &'m NodeProto,
     pub name: &'m str,
+    /// The op type as written.
     pub op: &'m str,
     pub domain: &'m str,
+    /// The op, read once from the table; `None` for an op outside it.
+    pub kind: Option<Op>,
     /// Inputs; `""` for an omitted optional input.
     pub inputs: Vec<&'m str>,
     pub outputs: Vec<&'m str>,
@@ -23,6 +27,19 @@ pub(crate) struct Node<'m> {
 }
 
 impl<'m> Node<'m> {
+    pub fn class(&self) -> Option<OpClass> {
+        self.kind.map(Op::class)
+    }
+
+    /// The op type for messages, `domain::` prefixed outside the default domain.
+    pub fn qualified_op(&self) -> String {
+        match self.kind {
+            Some(op) => op.qualified_name(),
+            None if matches!(self.domain, "" | "ai.onnx") => self.op.to_string(),
+            None => format!("{}::{}", self.domain, self.op),
+        }
+    }
+
     pub fn input(&self, i: usize) -> Option<&'m str> {
         self.inputs.get(i).copied().filter(|s| !s.is_empty())
     }
@@ -136,8 +153,8 @@ impl<'m> Graph<'m> {
         }
         graph.meta = graph.tensors.keys().copied().collect();
         for node in &graph.nodes {
-            let constant = match node.op {
-                "Constant" | "Shape" | "Size" => true,
+            let constant = match node.kind {
+                Some(Op::Constant | Op::Shape | Op::Size) => true,
                 _ => {
                     node.sub_outputs.is_empty()
                         && node.inputs.iter().any(|i| !i.is_empty())
@@ -177,11 +194,13 @@ impl<'m> Graph<'m> {
                     }
                 }
             }
+            let domain = proto.domain.as_deref().unwrap_or("");
             let node = Node {
                 proto,
                 name: proto.name.as_deref().unwrap_or(""),
                 op,
-                domain: proto.domain.as_deref().unwrap_or(""),
+                domain,
+                kind: Op::parse(domain, op),
                 inputs: proto.input.iter().map(String::as_str).collect(),
                 outputs: proto.output.iter().map(String::as_str).collect(),
                 sub_outputs,
@@ -233,16 +252,16 @@ impl<'m> Graph<'m> {
                 break id;
             }
             let node = self.producer_of(current)?;
-            match node.op {
-                "Identity" | "Cast" => {}
-                "Transpose" => {
+            match node.kind? {
+                Op::Identity | Op::Cast => {}
+                Op::Transpose => {
                     raw_steps.push(RawStep::Transpose(node.ints("perm").map(|p| p.to_vec())))
                 }
-                "Reshape" => {
+                Op::Reshape => {
                     let shape = self.const_ints(node.input(1)?)?;
                     raw_steps.push(RawStep::Reshape(shape));
                 }
-                "DequantizeLinear" => dequantized = true,
+                Op::DequantizeLinear => dequantized = true,
                 _ => return None,
             }
             via.push(node.op.to_string());
@@ -295,9 +314,9 @@ impl<'m> Graph<'m> {
                 return self.model.read_i64(id).ok();
             }
             let node = self.producer_of(current)?;
-            match node.op {
-                "Identity" | "Cast" => current = node.input(0)?,
-                "Constant" => {
+            match node.kind? {
+                Op::Identity | Op::Cast => current = node.input(0)?,
+                Op::Constant => {
                     let a = node.attr("value_ints").or_else(|| node.attr("value_int"))?;
                     return Some(if a.ints.is_empty() {
                         vec![a.i?]
@@ -319,9 +338,9 @@ impl<'m> Graph<'m> {
                 return (values.len() == 1).then(|| values[0]);
             }
             let node = self.producer_of(current)?;
-            match node.op {
-                "Identity" | "Cast" => current = node.input(0)?,
-                "Constant" => {
+            match node.kind? {
+                Op::Identity | Op::Cast => current = node.input(0)?,
+                Op::Constant => {
                     return node
                         .float("value_float")
                         .or_else(|| node.int("value_int").map(|i| i as f64));

@@ -245,7 +245,8 @@ mod tests {
         }
         Layer {
             node: "n".into(),
-            op: "op".into(),
+            op: crate::Op::MatMul,
+            output: "y".into(),
             kind,
             weight: TensorId(0),
             weight_name: "w".into(),

@@ -21,9 +21,11 @@
 mod analyze;
 mod graph;
 mod layout;
+pub mod ops;
 mod report;
 mod types;
 
 pub use analyze::analyze;
 pub use layout::delta_tap;
+pub use ops::{Domain, LayerOp, Op, OpClass, StopReason};
 pub use types::*;

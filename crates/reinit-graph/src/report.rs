@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::ops::{Op, StopReason};
 use crate::types::{Activation, Analysis, Layer, LayerKind, Link, Role, Skip};
 
 /// Version of the `inspect --json` document.
@@ -102,7 +103,7 @@ impl Analysis {
                 if let Activation::LeakyRelu { alpha } | Activation::Elu { alpha } = l.activation {
                     activation = format!("{activation}({alpha})");
                 }
-                if l.between.iter().any(|b| b == "BatchNormalization") {
+                if l.between.contains(&Op::BatchNormalization) {
                     activation = format!("bn→{activation}");
                 }
                 [
@@ -195,7 +196,7 @@ fn layer_json(l: &Layer) -> Value {
     };
     json!({
         "node": l.node,
-        "op": l.op,
+        "op": l.op.name(),
         "kind": l.kind.name(),
         "weight": l.weight_name,
         "bias": l.bias_name,
@@ -205,8 +206,8 @@ fn layer_json(l: &Layer) -> Value {
         "fan_out": l.fan_out,
         "activation": activation,
         "activation_params": params,
-        "stops_at": l.stops_at,
-        "between": l.between,
+        "stops_at": l.stops_at.as_ref().map(StopReason::name),
+        "between": l.between.iter().map(|op| op.name()).collect::<Vec<_>>(),
         "residual": l.residual.map(|r| json!({
             "block": r.block,
             // The documented roles are first|inner|last|shortcut; a one-layer

@@ -4,6 +4,8 @@
 
 use reinit_onnx::TensorId;
 
+use crate::ops::{Op, StopReason};
+
 /// Everything the analysis found in one model.
 #[derive(Debug, Clone)]
 pub struct Analysis {
@@ -201,8 +203,12 @@ pub struct ResidualRef {
 pub struct Layer {
     /// Name of the consuming node (may be empty in old exports).
     pub node: String,
-    /// `Gemm` | `MatMul` | `Conv` | `ConvTranspose`.
-    pub op: String,
+    /// The consuming op (`Gemm`, `MatMul`, `Conv`, `ConvTranspose`, or another
+    /// op of class [`crate::OpClass::Layer`]).
+    pub op: Op,
+    /// The node's output value (the layer's pre-activation; the probe point of
+    /// the executor's signal-propagation measurements).
+    pub output: String,
     pub kind: LayerKind,
     pub weight: TensorId,
     pub weight_name: String,
@@ -233,12 +239,11 @@ pub struct Layer {
     /// Gemm `alpha` (1 otherwise).
     pub alpha: f64,
     pub activation: Activation,
-    /// Why the search ended without a nonlinearity: `residual_add`, `output`,
-    /// `fanout`, `matmul`, `layer`, `concat`, … (`None` when one was found).
-    pub stops_at: Option<String>,
+    /// Why the search ended without a nonlinearity (`None` when one was found).
+    pub stops_at: Option<StopReason>,
     /// Ops between the layer and its activation (`BatchNormalization`, `MaxPool`,
-    /// `Reshape` …), bias adds excluded.
-    pub between: Vec<String>,
+    /// `Reshape`, a scale `Mul` …), bias adds excluded.
+    pub between: Vec<Op>,
     /// The conv weight/bias hold a folded BatchNormalization (fused export).
     pub bn_folded: bool,
     pub residual: Option<ResidualRef>,

@@ -86,7 +86,7 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
             Value::from(got.weight_name.clone()),
             &want["weight"],
         );
-        field("op", Value::from(got.op.clone()), &want["op"]);
+        field("op", Value::from(got.op.name()), &want["op"]);
         field("node", Value::from(got.node.clone()), &want["node"]);
         field("kind", Value::from(got.kind.name()), &want["kind"]);
         field(
@@ -112,18 +112,17 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
                 reinit_graph::Activation::LeakyRelu { alpha: a } if (a - alpha).abs() < 1e-6);
             field("alpha", Value::from(ok), &Value::from(true));
         }
+        let stops_at = got.stops_at.as_ref().map(|s| s.name());
         match want["stops_at"].as_str() {
-            Some(s @ ("residual_add" | "output")) => field(
-                "stops_at",
-                Value::from(got.stops_at.clone()),
-                &Value::from(s),
-            ),
+            Some(s @ ("residual_add" | "output")) => {
+                field("stops_at", Value::from(stops_at.clone()), &Value::from(s))
+            }
             Some(_) => field(
                 "stops_at (any reason)",
                 Value::from(got.stops_at.is_some()),
                 &Value::from(true),
             ),
-            None => field("stops_at", Value::from(got.stops_at.clone()), &Value::Null),
+            None => field("stops_at", Value::from(stops_at.clone()), &Value::Null),
         }
         let between = strs(&want["between"]);
         for (short, op) in [
@@ -140,7 +139,7 @@ fn check_fixture(file: &str, expected: &Value) -> Vec<String> {
             }
             field(
                 &format!("between has {op}"),
-                Value::from(got.between.iter().any(|b| b == op)),
+                Value::from(got.between.iter().any(|b| b.name() == op)),
                 &Value::from(between.iter().any(|b| b == short)),
             );
         }
@@ -401,6 +400,61 @@ fn transformers_have_two_blocks_per_layer() {
         // LayerNorm starts (pre-LN) or follows (post-LN) a branch, never ends one.
         assert!(
             a.norms.iter().all(|n| n.ends_residual_branch.is_none()),
+            "{file}"
+        );
+    }
+}
+
+/// Exports with attention masks (`fixtures/attention_masks/`, made by
+/// `make_attention_fixtures.py`): the mask added to every layer's scores is not
+/// a residual join. Ground truth from the model definition: two identity-skip
+/// blocks per transformer layer (attention, MLP), branch sizes and depth.
+#[test]
+fn masked_attention_has_two_blocks_per_layer() {
+    let manifest = manifest();
+    let fixtures = manifest["attention_masks"]
+        .as_object()
+        .expect("attention_masks section");
+    assert!(fixtures.len() >= 3, "{} masked fixtures", fixtures.len());
+    for (file, want) in fixtures {
+        let a = load(file);
+        let blocks = want["residual_blocks"].as_array().expect("blocks");
+        assert_eq!(
+            Some(a.layers.len() as u64),
+            want["num_weight_layers"].as_u64(),
+            "{file}: weight layers"
+        );
+        let got: Vec<(&str, usize, usize)> = a
+            .residual_blocks
+            .iter()
+            .map(|b| {
+                let skip = if b.skip == Skip::Identity {
+                    "identity"
+                } else {
+                    "projection"
+                };
+                (skip, b.branch.len(), b.depth)
+            })
+            .collect();
+        let expected: Vec<(&str, usize, usize)> = blocks
+            .iter()
+            .map(|b| {
+                (
+                    b["skip"].as_str().unwrap_or(""),
+                    b["num_branch_layers"].as_u64().unwrap_or(0) as usize,
+                    b["branch_depth"].as_u64().unwrap_or(0) as usize,
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "{file}");
+        assert_eq!(
+            Some(a.num_branches() as u64),
+            want["transformer_layers"].as_u64().map(|l| 2 * l),
+            "{file}: two blocks per layer"
+        );
+        // No block is nested in another: each branch holds only its own layer's weights.
+        assert!(
+            a.residual_blocks.iter().all(|b| b.nested_in.is_none()),
             "{file}"
         );
     }

@@ -400,7 +400,10 @@ fn unknown_ops_are_listed_not_fatal() {
     assert_eq!(a.unknown_ops, vec!["com.example::Weird".to_string()]);
     assert_eq!(a.layers.len(), 1);
     assert_eq!(a.layers[0].activation, Activation::None);
-    assert_eq!(a.layers[0].stops_at.as_deref(), Some("weird"));
+    assert_eq!(
+        a.layers[0].stops_at,
+        Some(reinit_graph::StopReason::Unknown("weird".into()))
+    );
 }
 
 #[test]

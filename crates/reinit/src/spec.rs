@@ -39,7 +39,7 @@ pub fn role(layer: &Layer) -> String {
 }
 
 fn is_network_output(layer: &Layer) -> bool {
-    layer.stops_at.as_deref() == Some("output")
+    layer.stops_at == Some(reinit_graph::StopReason::Output)
         || matches!(layer.activation, reinit_graph::Activation::Softmax)
 }
 

@@ -3,28 +3,28 @@
 
 use candle_core::{D, Tensor};
 
-use super::{OpArgs, OpResult, Registry, axis};
+use super::{Op, OpArgs, OpResult, Registry, axis};
 use crate::error::OpError;
 
 pub fn register(r: &mut Registry) {
-    r.insert("Relu", relu);
-    r.insert("LeakyRelu", leaky_relu);
-    r.insert("PRelu", prelu);
-    r.insert("Elu", elu);
-    r.insert("Selu", selu);
-    r.insert("Celu", celu);
-    r.insert("Sigmoid", sigmoid);
-    r.insert("HardSigmoid", hard_sigmoid);
-    r.insert("HardSwish", hard_swish);
-    r.insert("Tanh", tanh);
-    r.insert("Gelu", gelu);
-    r.insert("Erf", erf);
-    r.insert("Softplus", softplus);
-    r.insert("Softsign", softsign);
-    r.insert("Mish", mish);
-    r.insert("Clip", clip);
-    r.insert("Softmax", softmax);
-    r.insert("LogSoftmax", log_softmax);
+    r.insert(Op::Relu, relu);
+    r.insert(Op::LeakyRelu, leaky_relu);
+    r.insert(Op::PRelu, prelu);
+    r.insert(Op::Elu, elu);
+    r.insert(Op::Selu, selu);
+    r.insert(Op::Celu, celu);
+    r.insert(Op::Sigmoid, sigmoid);
+    r.insert(Op::HardSigmoid, hard_sigmoid);
+    r.insert(Op::HardSwish, hard_swish);
+    r.insert(Op::Tanh, tanh);
+    r.insert(Op::Gelu, gelu);
+    r.insert(Op::Erf, erf);
+    r.insert(Op::Softplus, softplus);
+    r.insert(Op::Softsign, softsign);
+    r.insert(Op::Mish, mish);
+    r.insert(Op::Clip, clip);
+    r.insert(Op::Softmax, softmax);
+    r.insert(Op::LogSoftmax, log_softmax);
 }
 
 fn one(t: Tensor) -> OpResult {

@@ -8,12 +8,12 @@
 use candle_core::{DType, Tensor};
 
 use super::im2col::{Conv2dGeometry, conv2d_im2col, im2col_applies};
-use super::{OpArgs, OpResult, Registry, subsample};
+use super::{Op, OpArgs, OpResult, Registry, subsample};
 use crate::error::OpError;
 
 pub fn register(r: &mut Registry) {
-    r.insert("Conv", conv);
-    r.insert("ConvTranspose", conv_transpose);
+    r.insert(Op::Conv, conv);
+    r.insert(Op::ConvTranspose, conv_transpose);
 }
 
 /// Begin/end padding per spatial axis, resolving `auto_pad`.

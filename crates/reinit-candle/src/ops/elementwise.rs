@@ -3,42 +3,44 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{OpArgs, OpResult, Registry, broadcast_shape, int_vec, ints_tensor, is_float, unify};
+use super::{
+    Op, OpArgs, OpResult, Registry, broadcast_shape, int_vec, ints_tensor, is_float, unify,
+};
 use crate::error::OpError;
 
 pub fn register(r: &mut Registry) {
-    r.insert("Add", add);
-    r.insert("Sub", sub);
-    r.insert("Mul", mul);
-    r.insert("Div", div);
-    r.insert("Pow", pow);
-    r.insert("Mod", modulo);
-    r.insert("Neg", neg);
-    r.insert("Abs", abs);
-    r.insert("Sqrt", sqrt);
-    r.insert("Exp", exp);
-    r.insert("Log", log);
-    r.insert("Reciprocal", reciprocal);
-    r.insert("Sin", sin);
-    r.insert("Cos", cos);
-    r.insert("Floor", floor);
-    r.insert("Ceil", ceil);
-    r.insert("Round", round);
-    r.insert("Sign", sign);
-    r.insert("Min", min);
-    r.insert("Max", max);
-    r.insert("Sum", sum);
-    r.insert("Mean", mean);
-    r.insert("Equal", equal);
-    r.insert("Less", less);
-    r.insert("LessOrEqual", less_or_equal);
-    r.insert("Greater", greater);
-    r.insert("GreaterOrEqual", greater_or_equal);
-    r.insert("Not", not);
-    r.insert("And", and);
-    r.insert("Or", or);
-    r.insert("Xor", xor);
-    r.insert("Where", where_op);
+    r.insert(Op::Add, add);
+    r.insert(Op::Sub, sub);
+    r.insert(Op::Mul, mul);
+    r.insert(Op::Div, div);
+    r.insert(Op::Pow, pow);
+    r.insert(Op::Mod, modulo);
+    r.insert(Op::Neg, neg);
+    r.insert(Op::Abs, abs);
+    r.insert(Op::Sqrt, sqrt);
+    r.insert(Op::Exp, exp);
+    r.insert(Op::Log, log);
+    r.insert(Op::Reciprocal, reciprocal);
+    r.insert(Op::Sin, sin);
+    r.insert(Op::Cos, cos);
+    r.insert(Op::Floor, floor);
+    r.insert(Op::Ceil, ceil);
+    r.insert(Op::Round, round);
+    r.insert(Op::Sign, sign);
+    r.insert(Op::Min, min);
+    r.insert(Op::Max, max);
+    r.insert(Op::Sum, sum);
+    r.insert(Op::Mean, mean);
+    r.insert(Op::Equal, equal);
+    r.insert(Op::Less, less);
+    r.insert(Op::LessOrEqual, less_or_equal);
+    r.insert(Op::Greater, greater);
+    r.insert(Op::GreaterOrEqual, greater_or_equal);
+    r.insert(Op::Not, not);
+    r.insert(Op::And, and);
+    r.insert(Op::Or, or);
+    r.insert(Op::Xor, xor);
+    r.insert(Op::Where, where_op);
 }
 
 fn one(t: Tensor) -> OpResult {

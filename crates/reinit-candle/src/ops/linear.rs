@@ -2,12 +2,12 @@
 
 use candle_core::Tensor;
 
-use super::{OpArgs, OpResult, Registry};
+use super::{Op, OpArgs, OpResult, Registry};
 use crate::error::OpError;
 
 pub fn register(r: &mut Registry) {
-    r.insert("Gemm", gemm);
-    r.insert("MatMul", matmul);
+    r.insert(Op::Gemm, gemm);
+    r.insert(Op::MatMul, matmul);
 }
 
 fn gemm(args: &OpArgs) -> OpResult {

@@ -1,4 +1,6 @@
-//! The op registry: ONNX op type → a small function over candle tensors.
+//! The op registry: an [`Op`] of the shared op table (`reinit_graph::ops`) →
+//! a small function over candle tensors. An op outside the table cannot be
+//! registered; an op in it without a kernel is refused by `Executor::new`.
 //!
 //! Conventions every op relies on:
 //! - floating values are in the executor's compute dtype (f32, or f64 for
@@ -17,6 +19,7 @@ use reinit_onnx::proto::{AttributeProto, NodeProto, TensorProto};
 
 use crate::error::OpError;
 use crate::executor::Mode;
+pub use reinit_graph::Op;
 
 mod activation;
 mod conv;
@@ -34,10 +37,10 @@ mod gradcheck;
 pub type OpResult = Result<Vec<Tensor>, OpError>;
 /// An op implementation: inputs and attributes in, outputs out.
 pub type OpFn = fn(&OpArgs) -> OpResult;
-pub type Registry = HashMap<&'static str, OpFn>;
+pub type Registry = HashMap<Op, OpFn>;
 
 /// Ops the executor handles itself because they run subgraphs.
-pub const CONTROL_FLOW: &[&str] = &["If"];
+pub const CONTROL_FLOW: &[Op] = &[Op::If];
 
 /// Every supported op, one family per file.
 pub fn registry() -> Registry {

@@ -4,15 +4,15 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 
-use super::{OpArgs, OpResult, Registry, axis};
+use super::{Op, OpArgs, OpResult, Registry, axis};
 use crate::error::OpError;
 use crate::executor::Mode;
 
 pub fn register(r: &mut Registry) {
-    r.insert("BatchNormalization", batch_norm);
-    r.insert("LayerNormalization", layer_norm);
-    r.insert("GroupNormalization", group_norm);
-    r.insert("InstanceNormalization", instance_norm);
+    r.insert(Op::BatchNormalization, batch_norm);
+    r.insert(Op::LayerNormalization, layer_norm);
+    r.insert(Op::GroupNormalization, group_norm);
+    r.insert(Op::InstanceNormalization, instance_norm);
 }
 
 /// Per-channel view `[1, C, 1, …]` of a 1-D tensor for an input of `rank`.

@@ -8,15 +8,15 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, WithDType};
 
-use super::{OpArgs, OpResult, Registry, pad_const, subsample};
+use super::{Op, OpArgs, OpResult, Registry, pad_const, subsample};
 use crate::error::OpError;
 
 pub fn register(r: &mut Registry) {
-    r.insert("MaxPool", max_pool);
-    r.insert("AveragePool", average_pool);
-    r.insert("GlobalAveragePool", global_average_pool);
-    r.insert("GlobalMaxPool", global_max_pool);
-    r.insert("LpPool", lp_pool);
+    r.insert(Op::MaxPool, max_pool);
+    r.insert(Op::AveragePool, average_pool);
+    r.insert(Op::GlobalAveragePool, global_average_pool);
+    r.insert(Op::GlobalMaxPool, global_max_pool);
+    r.insert(Op::LpPool, lp_pool);
 }
 
 struct Window {

@@ -2,18 +2,18 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{OpArgs, OpResult, Registry, axis};
+use super::{Op, OpArgs, OpResult, Registry, axis};
 use crate::error::OpError;
 
 pub fn register(r: &mut Registry) {
-    r.insert("ReduceMean", reduce_mean);
-    r.insert("ReduceSum", reduce_sum);
-    r.insert("ReduceMax", reduce_max);
-    r.insert("ReduceMin", reduce_min);
-    r.insert("ReduceSumSquare", reduce_sum_square);
-    r.insert("ReduceL2", reduce_l2);
-    r.insert("ArgMax", arg_max);
-    r.insert("ArgMin", arg_min);
+    r.insert(Op::ReduceMean, reduce_mean);
+    r.insert(Op::ReduceSum, reduce_sum);
+    r.insert(Op::ReduceMax, reduce_max);
+    r.insert(Op::ReduceMin, reduce_min);
+    r.insert(Op::ReduceSumSquare, reduce_sum_square);
+    r.insert(Op::ReduceL2, reduce_l2);
+    r.insert(Op::ArgMax, arg_max);
+    r.insert(Op::ArgMin, arg_min);
 }
 
 /// Reduced axes: from input 1 (ReduceSum since opset 13, the others since 18)

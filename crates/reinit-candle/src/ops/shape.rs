@@ -6,34 +6,34 @@ use candle_core::{DType, Device, Tensor};
 use rand_chacha::rand_core::Rng;
 
 use super::{
-    OpArgs, OpResult, Registry, axis, broadcast_shape, int_vec, ints_tensor, is_float, pad_const,
-    tensor_from_proto,
+    Op, OpArgs, OpResult, Registry, axis, broadcast_shape, int_vec, ints_tensor, is_float,
+    pad_const, tensor_from_proto,
 };
 use crate::error::OpError;
 use crate::executor::Mode;
 
 pub fn register(r: &mut Registry) {
-    r.insert("Shape", shape);
-    r.insert("Size", size);
-    r.insert("Reshape", reshape);
-    r.insert("Flatten", flatten);
-    r.insert("Transpose", transpose);
-    r.insert("Concat", concat);
-    r.insert("Split", split);
-    r.insert("Slice", slice);
-    r.insert("Gather", gather);
-    r.insert("Unsqueeze", unsqueeze);
-    r.insert("Squeeze", squeeze);
-    r.insert("Expand", expand);
-    r.insert("Tile", tile);
-    r.insert("Range", range);
-    r.insert("ConstantOfShape", constant_of_shape);
-    r.insert("Constant", constant);
-    r.insert("Cast", cast);
-    r.insert("CastLike", cast_like);
-    r.insert("Identity", identity);
-    r.insert("Dropout", dropout);
-    r.insert("Pad", pad);
+    r.insert(Op::Shape, shape);
+    r.insert(Op::Size, size);
+    r.insert(Op::Reshape, reshape);
+    r.insert(Op::Flatten, flatten);
+    r.insert(Op::Transpose, transpose);
+    r.insert(Op::Concat, concat);
+    r.insert(Op::Split, split);
+    r.insert(Op::Slice, slice);
+    r.insert(Op::Gather, gather);
+    r.insert(Op::Unsqueeze, unsqueeze);
+    r.insert(Op::Squeeze, squeeze);
+    r.insert(Op::Expand, expand);
+    r.insert(Op::Tile, tile);
+    r.insert(Op::Range, range);
+    r.insert(Op::ConstantOfShape, constant_of_shape);
+    r.insert(Op::Constant, constant);
+    r.insert(Op::Cast, cast);
+    r.insert(Op::CastLike, cast_like);
+    r.insert(Op::Identity, identity);
+    r.insert(Op::Dropout, dropout);
+    r.insert(Op::Pad, pad);
 }
 
 fn one(t: Tensor) -> OpResult {
