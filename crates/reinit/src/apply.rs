@@ -243,7 +243,7 @@ fn draw(
     };
     let entry = model.tensor(w.tensor);
     if init.weight.len() != entry.numel() {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Internal(format!(
             "weight '{}': {} filled {} values for {} stored",
             w.name,
             scheme.name(),
@@ -961,7 +961,7 @@ fn save_order(model: &Model, plan: &Plan, deferred: &[usize]) -> Vec<usize> {
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, Error> {
     m.lock()
-        .map_err(|_| Error::Unsupported("a fill thread panicked (poisoned lock)".into()))
+        .map_err(|_| Error::Internal("a fill thread panicked (poisoned lock)".into()))
 }
 
 impl DeferredValues for Deferred<'_> {

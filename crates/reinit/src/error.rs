@@ -17,6 +17,9 @@ pub mod exit {
     pub const IO: i32 = 5;
     /// The model uses something this command cannot handle (unsupported ops in verify).
     pub const UNSUPPORTED: i32 = 6;
+    /// The model failed while the candle executor ran it (`verify`): an op failed
+    /// at run time. The message names the node.
+    pub const RUNTIME: i32 = 7;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,20 @@ pub enum Error {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// The candle executor or trainer failed (`verify`); the exit code says
+    /// whether it refused the model or failed while running it.
+    #[error("{}", exec_message(.0))]
+    Exec(#[from] reinit_candle::ExecError),
+    /// A broken invariant: a bug, never the input's fault.
+    #[error("internal error (a bug, please report it): {0}")]
+    Internal(String),
+}
+
+fn exec_message(e: &reinit_candle::ExecError) -> String {
+    match e {
+        reinit_candle::ExecError::Unsupported(_) => e.to_string(),
+        other => format!("verify: {other}"),
+    }
 }
 
 impl Error {
@@ -55,9 +72,72 @@ impl Error {
             Error::Load(e) if e.is_unsafe_input() => exit::UNSAFE_INPUT,
             Error::Load(_) => exit::INVALID_INPUT,
             Error::Save(_) => exit::IO,
-            Error::Scheme { .. } => exit::INVALID_INPUT,
+            Error::Scheme { source, .. } => match **source {
+                // A linear-algebra failure on drawn values is ours, not the input's.
+                reinit_schemes::SchemeError::Numerical { .. } => exit::INTERNAL,
+                _ => exit::INVALID_INPUT,
+            },
             Error::Io { .. } => exit::IO,
             Error::Unsupported(_) => exit::UNSUPPORTED,
+            Error::Exec(e) => {
+                use reinit_candle::ExecError as E;
+                match e {
+                    // Ops without a kernel, or a model the trainer cannot set a
+                    // task for (dynamic sample shape, token input without classes).
+                    E::Unsupported(_) | E::Invalid(_) => exit::UNSUPPORTED,
+                    E::Onnx(e) if e.is_unsafe_input() => exit::UNSAFE_INPUT,
+                    E::Onnx(_) => exit::INVALID_INPUT,
+                    E::Io(_) => exit::IO,
+                    E::Node { .. } | E::Candle(_) | E::MissingInput(_) | E::MissingValue(_) => {
+                        exit::RUNTIME
+                    }
+                }
+            }
+            Error::Internal(_) => exit::INTERNAL,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reinit_candle::ExecError;
+
+    #[test]
+    fn bugs_exit_1_and_refusals_2_to_6() {
+        let numerical = Error::Scheme {
+            tensor: "w".into(),
+            scheme: "orthogonal".into(),
+            source: Box::new(reinit_schemes::SchemeError::Numerical {
+                scheme: "orthogonal",
+                reason: "QR failed".into(),
+            }),
+        };
+        assert_eq!(numerical.exit_code(), exit::INTERNAL);
+        let bad_param = Error::Scheme {
+            tensor: "w".into(),
+            scheme: "eoi".into(),
+            source: Box::new(reinit_schemes::SchemeError::InvalidParam {
+                scheme: "eoi",
+                param: "density",
+                value: "0".into(),
+                reason: "must be in (0, 1]".into(),
+            }),
+        };
+        assert_eq!(bad_param.exit_code(), exit::INVALID_INPUT);
+        assert_eq!(Error::Internal("x".into()).exit_code(), exit::INTERNAL);
+        let unsupported = Error::Exec(ExecError::Unsupported(Vec::new()));
+        assert_eq!(unsupported.exit_code(), exit::UNSUPPORTED);
+        let failed = Error::Exec(ExecError::Node {
+            node: "n".into(),
+            op: "Conv".into(),
+            message: "shape mismatch".into(),
+        });
+        assert_eq!(failed.exit_code(), exit::RUNTIME);
+        assert!(failed.to_string().starts_with("verify: node `n`"));
+        assert_eq!(
+            Error::Exec(ExecError::Invalid("dynamic dim".into())).exit_code(),
+            exit::UNSUPPORTED
+        );
     }
 }

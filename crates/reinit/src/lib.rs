@@ -230,11 +230,11 @@ pub fn write_masks(masks: &[Mask], path: &Path) -> Result<(), Error> {
         .map(|(name, shape, data)| {
             TensorView::new(Dtype::U8, shape.clone(), data)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Unsupported(format!("mask '{name}': {e}")))
+                .map_err(|e| Error::Internal(format!("mask '{name}': {e}")))
         })
         .collect::<Result<_, _>>()?;
-    let serialized = safetensors::serialize(views, None)
-        .map_err(|e| Error::Unsupported(format!("masks: {e}")))?;
+    let serialized =
+        safetensors::serialize(views, None).map_err(|e| Error::Internal(format!("masks: {e}")))?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -79,10 +79,7 @@ pub fn verify(
         variants.push((scheme.clone(), Model::load(&path).map_err(Error::Load)?));
     }
     let config = VerifyConfig { masks, ..config };
-    reinit_candle::verify(&variants, &config).map_err(|e| match e {
-        reinit_candle::ExecError::Unsupported(_) => Error::Unsupported(e.to_string()),
-        other => Error::Unsupported(format!("verify: {other}")),
-    })
+    reinit_candle::verify(&variants, &config).map_err(Error::Exec)
 }
 
 impl VerifySettings {

@@ -1,7 +1,8 @@
 //! Mutation test of the binary (issue 7): ~100+ corrupted fixtures fed to
 //! `reinit inspect` and to a rewrite, each with a 10 s limit. Every case must end
-//! in exit 0 with a valid output (that `inspect` reloads) or a clean error (exit
-//! 2–6 with a message): never a panic (101), a hang, or a leftover temp file.
+//! in exit 0 with a valid output (that `inspect` reloads) or a clean refusal (exit
+//! 2–6 with a message): never exit 1 (an internal error, i.e. a bug), a panic
+//! (101), a hang, or a leftover temp file.
 //! `REINIT_MUTATION_CLI_CASES` (default 120) and `REINIT_MUTATION_SEED` scale it.
 
 mod common;
@@ -64,6 +65,7 @@ fn check(label: &str, r: &Run, out: Option<&Path>, failures: &mut Vec<String>) {
                 return bad(format!("exit {code} but an output was written"));
             }
         }
+        Some(1) => return bad("exit 1: an internal error (a bug), not a refusal".into()),
         other => return bad(format!("exit {other:?} (101 = panic)")),
     }
     if r.stderr.contains("panicked") {
