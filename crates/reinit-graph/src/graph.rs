@@ -67,6 +67,10 @@ impl<'m> Node<'m> {
         self.attr(name).map(|a| a.ints.as_slice())
     }
 
+    pub fn floats(&self, name: &str) -> Option<&'m [f32]> {
+        self.attr(name).map(|a| a.floats.as_slice())
+    }
+
     pub fn string(&self, name: &str) -> Option<String> {
         self.attr(name)
             .and_then(|a| a.s.as_ref())

@@ -283,6 +283,11 @@ op_table! {
 
     Onnx QuantizeLinear => Quantize;
     Onnx DequantizeLinear => Quantize;
+
+    // onnxruntime contrib ops: a layer with its activation fused in
+    // (`activation`, `activation_params` attributes).
+    Microsoft FusedConv => Layer(LayerOp::Conv);
+    Microsoft FusedGemm => Layer(LayerOp::Gemm);
 }
 
 impl Op {

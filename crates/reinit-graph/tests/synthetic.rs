@@ -449,3 +449,68 @@ fn cycles_in_a_malformed_graph_are_cut_not_followed_forever() {
     );
     assert_eq!(a.layers.len(), 2);
 }
+
+/// onnxruntime's contrib layers (`com.microsoft` FusedConv / FusedGemm) are
+/// layers of the op table, with the activation they apply themselves.
+#[test]
+fn fused_contrib_layers_carry_their_activation() {
+    let fused = |op: &str, name: &str, inputs: &[&str], out: &str, act: &str, params: &[f32]| {
+        let mut n = node(op, name, inputs, &[out]);
+        n.domain = Some("com.microsoft".into());
+        n.attribute.push(AttributeProto {
+            name: Some("activation".into()),
+            s: Some(act.as_bytes().to_vec().into()),
+            r#type: Some(3),
+            ..Default::default()
+        });
+        if !params.is_empty() {
+            n.attribute.push(AttributeProto {
+                name: Some("activation_params".into()),
+                floats: params.to_vec(),
+                r#type: Some(6),
+                ..Default::default()
+            });
+        }
+        n
+    };
+    let a = build(
+        13,
+        vec![
+            fused(
+                "FusedConv",
+                "conv",
+                &["X", "Wc", "Bc"],
+                "c",
+                "LeakyRelu",
+                &[0.25],
+            ),
+            node("Flatten", "flat", &["c"], &["f"]),
+            fused("FusedGemm", "gemm", &["f", "Wg"], "g", "Clip", &[0.0, 6.0]),
+            node("MatMul", "head", &["g", "Wh"], &["Y"]),
+        ],
+        vec![
+            weights("Wc", &[4, 3, 3, 3]),
+            weights("Bc", &[4]),
+            weights("Wg", &[8, 16]),
+            weights("Wh", &[8, 2]),
+        ],
+        &["Y"],
+    );
+    assert!(a.unknown_ops.is_empty(), "{:?}", a.unknown_ops);
+    let got: Vec<(&str, Activation)> = a
+        .layers
+        .iter()
+        .map(|l| (l.op.name(), l.activation.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("FusedConv", Activation::LeakyRelu { alpha: 0.25 }),
+            ("FusedGemm", Activation::Relu6),
+            ("MatMul", Activation::None),
+        ]
+    );
+    assert_eq!((a.layers[0].fan_in, a.layers[0].groups), (27, 1));
+    // Gemm without transB: Y = X·W, W stored (in × out).
+    assert_eq!((a.layers[1].n_out, a.layers[1].n_in), (16, 8));
+}

@@ -14,7 +14,14 @@ impl<'g, 'm> Context<'g, 'm> {
         let residual_adds: HashSet<usize> = self.block_adds.iter().copied().collect();
         for l in 0..self.analysis.layers.len() {
             let start = self.analysis.layers[l].topo_index;
-            let found = self.follow(start, &residual_adds);
+            let found = match self.fused_activation(&self.g.nodes[start]) {
+                Some(activation) => Found {
+                    activation,
+                    stops_at: None,
+                    between: Vec::new(),
+                },
+                None => self.follow(start, &residual_adds),
+            };
             let layer = &mut self.analysis.layers[l];
             layer.activation = found.activation;
             layer.stops_at = found.stops_at;
@@ -147,6 +154,29 @@ impl<'g, 'm> Context<'g, 'm> {
         }
     }
 
+    /// The activation a contrib layer applies itself (`com.microsoft`
+    /// FusedConv / FusedGemm: `activation` names it, `activation_params` holds
+    /// LeakyRelu's alpha or Clip's bounds).
+    fn fused_activation(&self, node: &Node<'_>) -> Option<Activation> {
+        if !matches!(node.kind, Some(Op::FusedConv | Op::FusedGemm)) {
+            return None;
+        }
+        let name = node.string("activation")?;
+        let params = node.floats("activation_params").unwrap_or_default();
+        let param = |i: usize| params.get(i).map(|&p| f64::from(p));
+        Some(match name.as_str() {
+            "Relu" => Activation::Relu,
+            "Tanh" => Activation::Tanh,
+            "Sigmoid" => Activation::Sigmoid,
+            "HardSigmoid" => Activation::HardSigmoid,
+            "LeakyRelu" => Activation::LeakyRelu {
+                alpha: param(0).unwrap_or(0.01),
+            },
+            "Clip" => clip_activation(param(0), param(1)),
+            other => Activation::Other(other.to_lowercase()),
+        })
+    }
+
     /// Clip as ReLU6 / hard-tanh / ReLU, bounds from attributes (opset < 11)
     /// or constant inputs.
     fn clip(&self, node: &Node<'_>) -> Activation {
@@ -160,16 +190,7 @@ impl<'g, 'm> Context<'g, 'm> {
                 node.input(2).and_then(|v| g.const_scalar(v)),
             )
         };
-        let is = |v: Option<f64>, x: f64| v.is_some_and(|v| (v - x).abs() < 1e-6);
-        if is(lo, 0.0) && is(hi, 6.0) {
-            Activation::Relu6
-        } else if is(lo, -1.0) && is(hi, 1.0) {
-            Activation::HardTanh
-        } else if is(lo, 0.0) && hi.is_none_or(|h| h.is_infinite() || h > 3.0e38) {
-            Activation::Relu
-        } else {
-            Activation::Other("clip".into())
-        }
+        clip_activation(lo, hi)
     }
 
     /// Exporter decompositions that read `value` more than once: GELU (Erf and
@@ -229,6 +250,20 @@ impl<'g, 'm> Context<'g, 'm> {
             }
         }
         None
+    }
+}
+
+/// `Clip(lo, hi)` as ReLU6, hard-tanh or ReLU when the bounds say so.
+fn clip_activation(lo: Option<f64>, hi: Option<f64>) -> Activation {
+    let is = |v: Option<f64>, x: f64| v.is_some_and(|v| (v - x).abs() < 1e-6);
+    if is(lo, 0.0) && is(hi, 6.0) {
+        Activation::Relu6
+    } else if is(lo, -1.0) && is(hi, 1.0) {
+        Activation::HardTanh
+    } else if is(lo, 0.0) && hi.is_none_or(|h| h.is_infinite() || h > 3.0e38) {
+        Activation::Relu
+    } else {
+        Activation::Other("clip".into())
     }
 }
 
