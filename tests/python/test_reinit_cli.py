@@ -102,6 +102,8 @@ def test_every_fixture_every_scheme(matrix, name, scheme):
     # 2. only the planned weights changed, plus reinit's metadata
     changed = diff_initializers(src, out)
     planned = {w["name"] for w in report["weights"]}
+    # norm parameters reset (`auto` resets norms) are reported in `norms_reset`
+    planned |= {t for n in report.get("norms_reset", []) for t in n["tensors"]}
     for key in changed:
         # a Constant node's tensor is reported under the node's output name
         assert _key_name(key) in planned, f"{key} changed but is not in the report ({sorted(planned)})"

@@ -82,7 +82,7 @@ mod verify;
 pub use data::{LossKind, Rng, Split, Task, TaskSize, digits_path, load_digits};
 pub use error::{ExecError, OpError, UnsupportedOp};
 pub use executor::{Executor, InputSpec, Layer, Mode, Outputs, Param};
-pub use lsuv::{LsuvScale, LsuvSettings, lsuv};
+pub use lsuv::{LsuvData, LsuvOutcome, LsuvScale, LsuvSettings, lsuv};
 pub use plot::write_plots;
 pub use probes::{JacobianStats, LayerSignal, Signal};
 pub use train::{

@@ -303,6 +303,9 @@ pub struct Norm {
     pub scale_name: Option<String>,
     pub bias: Option<TensorId>,
     pub bias_name: Option<String>,
+    /// BatchNormalization's running mean and variance (inputs 3 and 4).
+    pub running_mean: Option<TensorId>,
+    pub running_var: Option<TensorId>,
     /// Block whose residual branch this norm ends (nothing weighted after it
     /// before the `Add`): the γ that `zero_init_last` zeroes.
     pub ends_residual_branch: Option<usize>,

@@ -1123,6 +1123,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Test hook: `REINIT_FAIL_AFTER_BYTES=N` makes every write fail once N bytes
 /// of an output have been written, to prove that failures leave no partial file.
+/// Only with the `fault-injection` feature (test builds).
+#[cfg(feature = "fault-injection")]
 pub(crate) mod fault {
     /// Test hook: `REINIT_ABORT_BEFORE_MODEL_COMMIT=1` kills the process
     /// between the data file's rename and the model's (the crash window of a
@@ -1146,5 +1148,17 @@ pub(crate) mod fault {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// Without `fault-injection` the hooks do nothing (and read no environment).
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) mod fault {
+    #[inline(always)]
+    pub fn before_model_commit() {}
+
+    #[inline(always)]
+    pub fn check(_written: u64, _len: usize) -> std::io::Result<()> {
+        Ok(())
     }
 }

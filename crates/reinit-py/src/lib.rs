@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use bytes::Bytes;
-use numpy::{PyArray1, PyArrayMethods};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -182,6 +182,28 @@ pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<App
     })
 }
 
+/// Directory mode (the library's, as the CLI runs it): every `.onnx` file of
+/// `dir` rewritten with one seed; one report per file.
+pub fn run_directory(dir: &std::path::Path, args: &ApplyArgs) -> Result<Vec<Report>, Error> {
+    let options: PlanOptions = args.plan_options()?;
+    let seed = args.seed.unwrap_or_else(options::random_seed);
+    let output = args.directory_output(dir)?;
+    let save = SaveOptions {
+        overwrite: args.force,
+        in_place: args.in_place,
+        data_file: None,
+    };
+    reinit::rewrite_directory(
+        dir,
+        &output,
+        &options,
+        seed,
+        &save,
+        reinit::Progress::NONE,
+        &mut |_| {},
+    )
+}
+
 /// The `reinit inspect --json` document.
 pub fn run_inspect(src: &Source) -> Result<serde_json::Value, Error> {
     let model = src.load()?;
@@ -199,8 +221,8 @@ pub fn run_inspect(src: &Source) -> Result<serde_json::Value, Error> {
     sparsity_distribution=None, gain=None, distribution=None, fan_mode=None, sigma_b=None,
     tau=None, epsilon=None, q_star=None, submatrix=None, more_nonzeros=None, rules=None,
     rules_toml=None, only=None, exclude=None, fallback="keep".to_string(),
-    zero_init_last_gamma=false, force=false, in_place=false, dry_run=false, mask_out=None,
-    want_bytes=false))]
+    zero_init_last_gamma=false, reset_norms=false, calibration_data=None, calibration_file=None,
+    force=false, in_place=false, dry_run=false, mask_out=None, want_bytes=false))]
 #[allow(clippy::too_many_arguments)]
 fn _apply<'py>(
     py: Python<'py>,
@@ -225,6 +247,9 @@ fn _apply<'py>(
     exclude: Option<String>,
     fallback: String,
     zero_init_last_gamma: bool,
+    reset_norms: bool,
+    calibration_data: Option<Vec<(Option<String>, PyReadonlyArrayDyn<'py, f32>)>>,
+    calibration_file: Option<PathBuf>,
     force: bool,
     in_place: bool,
     dry_run: bool,
@@ -232,6 +257,28 @@ fn _apply<'py>(
     want_bytes: bool,
 ) -> PyResult<(String, String, String, Option<Bound<'py, PyBytes>>)> {
     let src = source(model)?;
+    let calibration = match (calibration_data, calibration_file) {
+        (Some(arrays), _) => {
+            let inputs = arrays
+                .into_iter()
+                .map(|(name, a)| {
+                    let view = a.as_array();
+                    reinit::SampleArray::new(
+                        name,
+                        view.shape().to_vec(),
+                        view.iter().copied().collect(),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| to_py(py, e))?;
+            reinit::Calibration::Samples(std::sync::Arc::new(reinit::Samples {
+                source: "calibration_data (Python arrays)".into(),
+                inputs,
+            }))
+        }
+        (None, Some(path)) => reinit::Calibration::load(&path).map_err(|e| to_py(py, e))?,
+        (None, None) => reinit::Calibration::Task,
+    };
     let args = ApplyArgs {
         scheme,
         seed,
@@ -255,11 +302,22 @@ fn _apply<'py>(
         exclude,
         fallback,
         zero_init_last_gamma,
+        reset_norms,
+        calibration,
         force,
         in_place,
         dry_run,
         mask_out,
     };
+    if let Source::Path(dir) = &src
+        && dir.is_dir()
+    {
+        let reports = engine(py, || run_directory(dir, &args))?;
+        let json = serde_json::json!({ "files": reports }).to_string();
+        let summary: String = reports.iter().map(Report::summary).collect();
+        let table: String = reports.iter().map(Report::table).collect();
+        return Ok((json, summary, table, None));
+    }
     let outcome = engine(py, || run_apply(&src, &args, want_bytes))?;
     let json = serde_json::to_string(&outcome.report).unwrap_or_default();
     let bytes = outcome.bytes.map(|b| PyBytes::new(py, &b));

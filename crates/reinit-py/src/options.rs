@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use regex::Regex;
-use reinit::{Error, PlanOptions, SchemeParams};
+use reinit::{Calibration, Error, PlanOptions, SchemeParams};
 use reinit_schemes::NormOptions;
 
 use crate::Source;
@@ -27,6 +27,10 @@ pub struct ApplyArgs {
     /// `keep` or a scheme name.
     pub fallback: String,
     pub zero_init_last_gamma: bool,
+    /// `--reset-norms`.
+    pub reset_norms: bool,
+    /// `--calibration-data`, as arrays.
+    pub calibration: Calibration,
     pub force: bool,
     pub in_place: bool,
     pub dry_run: bool,
@@ -76,8 +80,30 @@ impl ApplyArgs {
             fallback,
             norms: NormOptions {
                 zero_init_last_gamma: self.zero_init_last_gamma,
-                reset: false,
+                reset: self.reset_norms,
             },
+            calibration: self.calibration.clone(),
+        })
+    }
+
+    /// Where a directory's files are written (the library's directory mode,
+    /// as the CLI chooses it): `output`, over the inputs with `in_place`,
+    /// nowhere for a dry run, else `<dir>.<scheme>` beside it.
+    pub fn directory_output(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<reinit::DirectoryOutput, Error> {
+        use reinit::DirectoryOutput;
+        if self.in_place && self.output.is_some() {
+            return Err(Error::Usage(
+                "--in-place and --output exclude each other".into(),
+            ));
+        }
+        Ok(match (&self.output, self.in_place, self.dry_run) {
+            (_, _, true) => DirectoryOutput::DryRun,
+            (_, true, false) => DirectoryOutput::InPlace,
+            (Some(out), false, false) => DirectoryOutput::Into(out.clone()),
+            (None, false, false) => DirectoryOutput::beside(dir, &self.scheme),
         })
     }
 
@@ -114,10 +140,9 @@ impl ApplyArgs {
             && p.is_dir()
         {
             return Err(Error::Usage(format!(
-                "{}: is a directory; the Python API rewrites one file per call (the CLI's directory mode: `reinit {} --scheme {}`)",
+                "{}: is a directory; directory mode (`run_directory`) rewrites its files, one report each{}",
                 p.display(),
-                p.display(),
-                self.scheme
+                ""
             )));
         }
         Ok(None)

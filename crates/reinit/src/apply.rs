@@ -21,13 +21,13 @@ use rayon::prelude::*;
 use reinit_graph::OperandLayout;
 use reinit_onnx::{DType, DeferredValues, Edits, Model, Payload, Storage, TensorId, ValueSink};
 use reinit_schemes::{
-    CastFormat, LayerInit, LazyLayerInit, NormSpec, Scheme, SchemeError, Stream, init_layer_lazy,
-    init_norm, orthogonality_error_after_cast,
+    CastFormat, LayerInit, LazyLayerInit, NormInit, NormOptions, NormSpec, Scheme, SchemeError,
+    Stream, WeightValues, init_layer_lazy, init_norm, orthogonality_error_after_cast,
 };
 
 use crate::error::Error;
-use crate::plan::{Kept, Plan, PlannedWeight};
-use crate::report::{Report, Stats, Timings, WeightReport};
+use crate::plan::{Kept, Plan, PlannedNorm, PlannedWeight};
+use crate::report::{NormReset, Report, Stats, Timings, WeightReport};
 use crate::streamed;
 
 /// Everything a run produces before anything is written.
@@ -42,6 +42,18 @@ pub struct Applied {
     /// Statistics of the deferred weights' old values, taken up front in
     /// parallel so that the writer only draws and writes.
     pub deferred_before: HashMap<usize, Stats>,
+    /// Per-weight transforms of the refine step (LSUV's scales), applied by
+    /// [`draw`] wherever a weight's values are produced.
+    pub(crate) refinements: HashMap<TensorId, Refinement>,
+}
+
+/// What the refine step does to one weight's drawn values.
+#[derive(Debug, Clone)]
+pub(crate) struct Refinement {
+    /// Every value is multiplied by it.
+    pub scale: f64,
+    /// Replaces the pre-init's note in the weight's report.
+    pub note: String,
 }
 
 #[derive(Debug, Clone)]
@@ -68,10 +80,44 @@ pub fn apply(model: &Model, plan: &Plan, seed: u64) -> Result<Applied, Error> {
 }
 
 /// As [`apply`], calling `tick` once per finished weight (for a progress bar).
+///
+/// Plan → refine → draw: LSUV's data pass (with `verify`) runs first, on a
+/// draft of the rewrite, and its scales are part of the result, so every
+/// route that saves it — eager or deferred weights — writes them.
 pub fn apply_with_progress(
     model: &Model,
     plan: &Plan,
     seed: u64,
+    tick: &(dyn Fn() + Sync),
+) -> Result<Applied, Error> {
+    let start = Instant::now();
+    #[cfg(feature = "verify")]
+    let refined = crate::lsuv::refine(model, plan, seed)?;
+    #[cfg(not(feature = "verify"))]
+    let refined = Refined::default();
+    let mut applied = draw_all(model, plan, seed, refined.refinements, tick)?;
+    applied.report.lsuv = refined.report;
+    applied.report.warnings.extend(refined.warnings);
+    applied.report.timings_ms.init = start.elapsed().as_secs_f64() * 1e3;
+    Ok(applied)
+}
+
+/// Without `verify` there is no data pass: nothing is refined.
+#[cfg(not(feature = "verify"))]
+#[derive(Default)]
+struct Refined {
+    refinements: HashMap<TensorId, Refinement>,
+    report: Option<crate::report::LsuvReport>,
+    warnings: Vec<String>,
+}
+
+/// Draws every weight that is not deferred and prepares the deferred ones,
+/// each with its refinement.
+pub(crate) fn draw_all(
+    model: &Model,
+    plan: &Plan,
+    seed: u64,
+    refinements: HashMap<TensorId, Refinement>,
     tick: &(dyn Fn() + Sync),
 ) -> Result<Applied, Error> {
     let start = Instant::now();
@@ -86,7 +132,8 @@ pub fn apply_with_progress(
     let realized: Vec<Result<Option<(Realized, Payload)>, Error>> = eager
         .par_iter()
         .map(|&i| {
-            let result = realize_encoded(model, plan, &plan.weights[i], seed);
+            let w = &plan.weights[i];
+            let result = realize_encoded(model, plan, w, seed, refinements.get(&w.tensor));
             tick();
             result
         })
@@ -104,6 +151,8 @@ pub fn apply_with_progress(
         kept: plan.kept.clone(),
         warnings: plan.warnings.clone(),
         timings_ms: Timings::default(),
+        lsuv: None,
+        norms_reset: Vec::new(),
     };
     let mut masks = Vec::new();
     for (&i, result) in eager.iter().zip(realized) {
@@ -120,19 +169,7 @@ pub fn apply_with_progress(
         }
     }
     for norm in &plan.norms {
-        let spec = NormSpec {
-            channels: model.tensor(norm.scale).numel(),
-            after_branch_last: norm.after_branch_last,
-        };
-        if let Some(init) = init_norm(&norm.scheme, &spec, &plan.options.norms) {
-            edits.set(norm.scale, init.gamma);
-            if let Some(bias) = norm
-                .bias
-                .filter(|b| model.tensor(*b).numel() == init.beta.len())
-            {
-                edits.set(bias, init.beta);
-            }
-        }
+        set_norm(model, norm, &plan.options.norms, &mut edits, &mut report);
     }
     let deferred_before = deferred
         .par_iter()
@@ -148,7 +185,67 @@ pub fn apply_with_progress(
         masks,
         deferred,
         deferred_before,
+        refinements,
     })
+}
+
+/// Sets a planned norm's parameters: zero-init-last (γ = β = 0 where the
+/// norm ends a residual branch) from the scheme, and, with a reset, γ = 1,
+/// β = 0 elsewhere and the running statistics to mean 0, variance 1.
+fn set_norm(
+    model: &Model,
+    norm: &PlannedNorm,
+    options: &NormOptions,
+    edits: &mut Edits,
+    report: &mut Report,
+) {
+    let channels = model.tensor(norm.scale).numel();
+    let spec = NormSpec {
+        channels,
+        after_branch_last: norm.after_branch_last,
+    };
+    // The reset is done here for every scheme (IDInit's identity blocks
+    // need β = 0 too); the schemes crate only decides zero-init-last.
+    let zero_last = NormOptions {
+        reset: false,
+        ..*options
+    };
+    let init = norm
+        .scheme
+        .and_then(|scheme| init_norm(&scheme, &spec, &zero_last))
+        .or_else(|| {
+            norm.reset.then(|| NormInit {
+                gamma: vec![1.0; channels],
+                beta: vec![0.0; channels],
+            })
+        });
+    let Some(init) = init else {
+        return;
+    };
+    let mut set = Vec::new();
+    let mut put = |id: TensorId, values: Vec<f64>| {
+        if model.tensor(id).numel() == values.len() && model.tensor(id).dtype.is_float() {
+            set.push(model.tensor(id).name.clone());
+            edits.set(id, values);
+        }
+    };
+    put(norm.scale, init.gamma);
+    if let Some(bias) = norm.bias {
+        put(bias, init.beta);
+    }
+    if norm.reset {
+        if let Some(mean) = norm.running_mean {
+            put(mean, vec![0.0; model.tensor(mean).numel()]);
+        }
+        if let Some(var) = norm.running_var {
+            put(var, vec![1.0; model.tensor(var).numel()]);
+        }
+        report.norms_reset.push(NormReset {
+            node: norm.node.clone(),
+            op: norm.op.name().into(),
+            tensors: set,
+        });
+    }
 }
 
 fn record(
@@ -207,6 +304,7 @@ fn draw(
     w: &PlannedWeight,
     seed: u64,
     before: Option<Stats>,
+    refinement: Option<&Refinement>,
 ) -> Result<Option<Drawn>, Error> {
     // Statistics of the old values first, so that the old and the new values
     // of a large tensor are never in memory at the same time.
@@ -241,6 +339,10 @@ fn draw(
         }
         Err(source) => return Err(scheme_error(&w.scheme, source)),
     };
+    let mut init = init;
+    if let Some(r) = refinement {
+        refine(&mut init, r, w)?;
+    }
     let entry = model.tensor(w.tensor);
     if init.weight.len() != entry.numel() {
         return Err(Error::Internal(format!(
@@ -258,6 +360,24 @@ fn draw(
     }))
 }
 
+/// Applies the refine step's transform to a drawn weight.
+fn refine(init: &mut LazyLayerInit, r: &Refinement, w: &PlannedWeight) -> Result<(), Error> {
+    match &mut init.weight {
+        WeightValues::Dense(values) => values.iter_mut().for_each(|v| *v *= r.scale),
+        WeightValues::Zeros(_) => {}
+        WeightValues::Iid(_) => {
+            return Err(Error::Internal(format!(
+                "weight '{}': a refinement for an i.i.d. draw (LSUV weights are dense)",
+                w.name
+            )));
+        }
+    }
+    init.notes
+        .retain(|n| !n.starts_with("lsuv: orthonormal pre-init only"));
+    init.notes.push(r.note.clone());
+    Ok(())
+}
+
 /// Draws one weight the save cannot draw (see [`is_deferred`]) into its
 /// encoded payload: written like a deferred weight ([`write_prepared`]) where
 /// the storage holds little-endian bytes, else whole and then encoded.
@@ -266,8 +386,9 @@ fn realize_encoded(
     plan: &Plan,
     w: &PlannedWeight,
     seed: u64,
+    refinement: Option<&Refinement>,
 ) -> Result<Option<(Realized, Payload)>, Error> {
-    let Some(mut drawn) = draw(model, w, seed, None)? else {
+    let Some(mut drawn) = draw(model, w, seed, None, refinement)? else {
         return Ok(None);
     };
     let bias = drawn.init.bias.take();
@@ -632,6 +753,8 @@ pub(crate) struct Deferred<'a> {
     dense_position: HashMap<usize, usize>,
     /// Runs once per weight written (a progress bar).
     tick: &'a (dyn Fn() + Sync),
+    /// The refine step's transforms, by weight.
+    refinements: HashMap<TensorId, Refinement>,
 }
 
 type DrawResult = Result<Option<Prepared>, Error>;
@@ -712,6 +835,7 @@ impl<'a> Deferred<'a> {
             dense_order,
             dense_position,
             tick: &|| {},
+            refinements: applied.refinements.clone(),
         }
     }
 
@@ -726,8 +850,14 @@ impl<'a> Deferred<'a> {
         self.draws[&index].get_or_init(|| {
             let w = &self.plan.weights[index];
             let before = self.before.get(&index).copied();
-            let prepared = draw(self.model, w, self.seed, before)
-                .map(|drawn| drawn.map(|drawn| prepare(self.model, self.plan, w, drawn)));
+            let prepared = draw(
+                self.model,
+                w,
+                self.seed,
+                before,
+                self.refinements.get(&w.tensor),
+            )
+            .map(|drawn| drawn.map(|drawn| prepare(self.model, self.plan, w, drawn)));
             Mutex::new(Some(prepared))
         })
     }

@@ -26,12 +26,14 @@
 
 mod apply;
 mod auto;
+mod calibration;
 pub mod error;
 #[cfg(feature = "verify")]
 mod lsuv;
 mod params;
 mod plan;
 mod report;
+mod rewrite;
 mod rules;
 mod spec;
 mod streamed;
@@ -39,12 +41,12 @@ mod streamed;
 mod verify;
 
 pub use apply::{Applied, Mask, apply, apply_with_progress};
+pub use calibration::{Calibration, SampleArray, Samples};
 pub use error::Error;
-#[cfg(feature = "verify")]
-pub use lsuv::refine_lsuv;
 pub use params::SchemeParams;
 pub use plan::{Kept, Plan, PlanOptions, PlannedWeight, plan, plan_with};
-pub use report::{Report, Stats, WeightReport};
+pub use report::{LsuvLayer, LsuvReport, NormReset, Report, Stats, WeightReport};
+pub use rewrite::{DirectoryOutput, Progress, directory_models, rewrite_directory, rewrite_file};
 pub use rules::{Rule, load_rules, parse_rules};
 #[cfg(feature = "verify")]
 pub use verify::{VerifySettings, verify};
@@ -139,28 +141,10 @@ pub fn apply_to_bytes(
     Ok((applied, bytes))
 }
 
-/// Fills every planned weight (deferred ones excepted), with LSUV's data pass
-/// when built with `verify`.
+/// Fills every planned weight (deferred ones excepted) after LSUV's data
+/// pass (see [`apply_with_progress`]).
 fn fill(model: &Model, plan: &Plan, seed: u64, tick: &(dyn Fn() + Sync)) -> Result<Applied, Error> {
-    #[allow(unused_mut)]
-    let mut applied = apply_with_progress(model, plan, seed, tick)?;
-    #[cfg(feature = "verify")]
-    refine_lsuv(model, plan, &mut applied)?;
-    Ok(applied)
-}
-
-/// The edited model as bytes, deferred weights drawn as the bytes are
-/// written, without recording their reports (for LSUV's data pass).
-#[cfg(feature = "verify")]
-pub(crate) fn edited_bytes(
-    model: &Model,
-    plan: &Plan,
-    applied: &Applied,
-) -> Result<Vec<u8>, Error> {
-    let source = apply::Deferred::new(model, plan, applied);
-    model
-        .to_bytes_deferred(&applied.edits, &source)
-        .map_err(Error::Load)
+    apply_with_progress(model, plan, seed, tick)
 }
 
 /// For a dry run: fills the deferred weights one at a time for their
@@ -193,6 +177,13 @@ fn add_metadata(edits: &mut reinit_onnx::Edits, plan: &Plan, applied: &Applied) 
     edits.set_metadata("reinit.version", env!("CARGO_PKG_VERSION"));
     edits.set_metadata("reinit.scheme", report.scheme.clone());
     edits.set_metadata("reinit.seed", report.seed.to_string());
+    if !report.norms_reset.is_empty() {
+        let nodes: Vec<&str> = report.norms_reset.iter().map(|n| n.node.as_str()).collect();
+        edits.set_metadata(
+            "reinit.norms_reset",
+            serde_json::to_string(&nodes).unwrap_or_default(),
+        );
+    }
     let deferred: Vec<(String, String)> = applied
         .deferred
         .iter()

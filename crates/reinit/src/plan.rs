@@ -7,6 +7,7 @@ use reinit_graph::Analysis;
 use reinit_onnx::{Model, TensorId};
 use reinit_schemes::{Density, DensityDistribution, LayerSpec, NormOptions, Scheme};
 
+use crate::calibration::Calibration;
 use crate::error::Error;
 use crate::params::SchemeParams;
 use crate::rules::Rule;
@@ -24,6 +25,8 @@ pub struct PlanOptions {
     /// Scheme for layers the chosen scheme does not cover; `None` keeps them.
     pub fallback: Option<String>,
     pub norms: NormOptions,
+    /// The data LSUV's data pass calibrates on.
+    pub calibration: Calibration,
 }
 
 /// One weight the plan rewrites.
@@ -42,14 +45,22 @@ pub struct PlannedWeight {
     pub reason: String,
 }
 
-/// A norm layer whose affine parameters the plan resets.
+/// A norm layer whose parameters the plan sets.
 #[derive(Debug, Clone)]
 pub struct PlannedNorm {
     pub node: String,
+    pub op: reinit_graph::NormKind,
     pub scale: TensorId,
     pub bias: Option<TensorId>,
+    /// BatchNormalization's running statistics.
+    pub running_mean: Option<TensorId>,
+    pub running_var: Option<TensorId>,
     pub after_branch_last: bool,
-    pub scheme: Scheme,
+    /// The run's scheme (`None` when it plans no weight), for zero-init-last.
+    pub scheme: Option<Scheme>,
+    /// `--reset-norms` (or `auto`): γ = 1, β = 0, mean 0, variance 1, unless
+    /// zero-init-last zeroes γ.
+    pub reset: bool,
 }
 
 /// A weight left as it is, and why.
@@ -266,12 +277,19 @@ fn set_layer_densities(weights: &mut [PlannedWeight]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether the run resets every norm: `--reset-norms`, or `--scheme auto`
+/// (the papers assume γ = 1, β = 0; an export of a trained model has not).
+pub fn resets_norms(options: &PlanOptions) -> bool {
+    options.norms.reset || options.scheme == "auto"
+}
+
 fn plan_norms(
     analysis: &Analysis,
     weights: &[PlannedWeight],
     options: &PlanOptions,
 ) -> Vec<PlannedNorm> {
-    if !options.norms.zero_init_last_gamma {
+    let reset = resets_norms(options);
+    if !options.norms.zero_init_last_gamma && !reset {
         return Vec::new();
     }
     let scheme = weights.first().map(|w| w.scheme);
@@ -281,13 +299,20 @@ fn plan_norms(
         .filter_map(|n| {
             Some(PlannedNorm {
                 node: n.node.clone(),
+                op: n.op,
                 scale: n.scale?,
                 bias: n.bias,
+                running_mean: n.running_mean,
+                running_var: n.running_var,
                 after_branch_last: n.ends_residual_branch.is_some(),
-                scheme: scheme?,
+                scheme,
+                reset,
             })
         })
-        .filter(|n| n.after_branch_last)
+        .filter(|n| {
+            n.reset
+                || (n.after_branch_last && n.scheme.is_some() && options.norms.zero_init_last_gamma)
+        })
         .collect()
 }
 

@@ -233,6 +233,41 @@ pub struct Report {
     pub kept: Vec<Kept>,
     pub warnings: Vec<String>,
     pub timings_ms: Timings,
+    /// LSUV's data pass: the data it ran on and each layer's result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lsuv: Option<LsuvReport>,
+    /// Norm layers reset to γ = 1, β = 0, mean 0, variance 1 (`--reset-norms`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub norms_reset: Vec<NormReset>,
+}
+
+/// LSUV's data pass (Mishkin & Matas 2016), as run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LsuvReport {
+    /// The samples the layers were calibrated on: the user's file or the task
+    /// `reinit verify` would use, with the sample count.
+    pub data: String,
+    pub target_variance: f64,
+    /// In graph order.
+    pub layers: Vec<LsuvLayer>,
+}
+
+/// One LSUV layer: the scale found, and its output variance on the data with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LsuvLayer {
+    pub weight: String,
+    pub scale: f64,
+    pub output_variance: f64,
+    pub iterations: usize,
+}
+
+/// A norm layer whose parameters were reset.
+#[derive(Debug, Clone, Serialize)]
+pub struct NormReset {
+    pub node: String,
+    pub op: String,
+    /// The initializers set (γ, β, running mean, running variance).
+    pub tensors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -262,6 +297,29 @@ impl Report {
         }
         for w in &self.warnings {
             out.push_str(&format!("  warning: {w}\n"));
+        }
+        if let Some(lsuv) = &self.lsuv {
+            let vars = lsuv.layers.iter().map(|l| l.output_variance);
+            let (lo, hi) = vars.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+            out.push_str(&format!(
+                "  lsuv: {} layers calibrated on {}; output variance {lo:.3}..{hi:.3} (target {})\n",
+                lsuv.layers.len(),
+                lsuv.data,
+                lsuv.target_variance
+            ));
+        }
+        if !self.norms_reset.is_empty() {
+            out.push_str(&format!(
+                "  {} norm layers reset to γ = 1, β = 0, running mean 0, variance 1{}\n",
+                self.norms_reset.len(),
+                if self.scheme == "auto" {
+                    " (auto resets norms)"
+                } else {
+                    ""
+                }
+            ));
         }
         let t = &self.timings_ms;
         out.push_str(&format!(

@@ -61,6 +61,7 @@ pub fn verify(
             scheme: scheme.clone(),
             params: params.clone(),
             norms: NormOptions::default(),
+            calibration: Default::default(),
             ..Default::default()
         };
         let plan = crate::plan(model, &options)?;

@@ -339,8 +339,7 @@ impl<'g, 'm> Context<'g, 'm> {
         let scale = param(1);
         let bias = param(2);
         // Running mean/var: known role, never weights.
-        param(3);
-        param(4);
+        let (running_mean, running_var) = (param(3), param(4));
         self.norm_at.insert(index, self.analysis.norms.len());
         self.analysis.norms.push(Norm {
             node: node.name.to_string(),
@@ -349,6 +348,8 @@ impl<'g, 'm> Context<'g, 'm> {
             scale_name: scale.map(|s| self.name(s)),
             bias,
             bias_name: bias.map(|b| self.name(b)),
+            running_mean,
+            running_var,
             ends_residual_branch: None,
         });
     }

@@ -73,6 +73,9 @@ PARAMETERS = SCHEME_PARAMETERS + (
     "exclude",
     "fallback",
     "zero_init_last_gamma",
+    "reset_norms",
+    "calibration_data",
+    "lsuv_data",
     "force",
     "in_place",
     "dry_run",
@@ -143,6 +146,11 @@ class Report:
         self.kept = doc["kept"]
         self.warnings = doc["warnings"]
         self.timings_ms = doc["timings_ms"]
+        #: LSUV's data pass: the data it ran on and each layer's scale, output variance and
+        #: iterations (``None`` without LSUV weights).
+        self.lsuv = doc.get("lsuv")
+        #: Norm layers reset (``reset_norms``, or ``auto``).
+        self.norms_reset = doc.get("norms_reset", [])
         self.result = result
 
     def to_dict(self) -> Dict[str, Any]:
@@ -207,7 +215,10 @@ def apply(
 
     Args:
         model: a path to a ``.onnx`` file, the serialized model as ``bytes``, or an
-            ``onnx.ModelProto``.
+            ``onnx.ModelProto``; or a directory, whose ``.onnx`` files are rewritten with
+            one seed (the CLI's directory mode; returns a list of :class:`Report`, one per
+            file, written into ``output``, over the inputs with ``in_place``, or into
+            ``<dir>.<scheme>`` beside it).
         scheme: a scheme name (``reinit schemes`` lists them) or ``"auto"``.
         seed: random seed (0 ≤ seed < 2**64). The same seed and parameters give the
             same bytes as the CLI. Default: drawn at random and recorded in the report
@@ -224,6 +235,12 @@ def apply(
               ``[{"pattern": "^layer1", "scheme": "idinit", "tau": 0.5}, …]``;
             - ``only`` / ``exclude``: regexes on tensor or node names;
             - ``fallback``: ``"keep"`` (default) or a scheme for uncovered layers;
+            - ``reset_norms``: every normalization layer to γ = 1, β = 0, running
+              mean 0, running variance 1 (``auto`` does it by default);
+            - ``calibration_data`` (alias ``lsuv_data``): the samples LSUV calibrates
+              on, a numpy float array (first axis = samples, the model's first
+              input), a dict ``{input name: array}``, or a ``.npy``/``.npz`` path;
+              default: the task ``reinit verify`` would use;
             - ``zero_init_last_gamma``, ``force``, ``in_place`` (rewrite the input
               path), ``dry_run`` (plan only), ``mask_out`` (EOI masks, safetensors;
               written with ``output`` or ``in_place``).
@@ -250,6 +267,11 @@ def apply(
         raise TypeError(f"scheme must be a str, not {type(scheme).__name__}")
     source, kind = _source(model)
     kwargs: Dict[str, Any] = {k: params[k] for k in PARAMETERS if k in params and params[k] is not None}
+    if "calibration_data" in kwargs and "lsuv_data" in kwargs:
+        raise UsageError("give calibration_data or its alias lsuv_data, not both")
+    data = kwargs.pop("calibration_data", kwargs.pop("lsuv_data", None))
+    if data is not None:
+        kwargs.update(_calibration(data))
     rules = kwargs.pop("rules", None)
     if rules is not None:
         if isinstance(rules, (str, os.PathLike)):
@@ -268,11 +290,37 @@ def apply(
     if kwargs.get("in_place"):
         want_bytes = False
     doc, summary, table, data = _native._apply(source, scheme, seed=seed, want_bytes=want_bytes, **kwargs)
+    parsed = json.loads(doc)
+    if "files" in parsed:
+        # Directory mode: one report per .onnx file (written into `output`, over the
+        # inputs with in_place, or into `<dir>.<scheme>` beside it), as the CLI does.
+        return [Report(d, "", "", None) for d in parsed["files"]]  # type: ignore[return-value]
     result: Any = data
     if data is not None and kind == "proto":
         result = type(model)()
         result.ParseFromString(data)
-    return Report(json.loads(doc), summary, table, result)
+    return Report(parsed, summary, table, result)
+
+
+def _calibration(data: Any) -> Dict[str, Any]:
+    """``calibration_data`` as the native layer takes it: a path, or a list of
+    (input name or None, contiguous float32 array)."""
+    if isinstance(data, (str, os.PathLike)):
+        return {"calibration_file": os.fspath(data)}
+    import numpy as np
+
+    def array(name: Optional[str], value: Any) -> Any:
+        a = np.asarray(value)
+        if a.dtype.kind != "f":
+            what = f"calibration_data[{name!r}]" if name else "calibration_data"
+            raise UsageError(f"{what}: expected a float array, got dtype {a.dtype}")
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    if isinstance(data, dict):
+        if not data:
+            raise UsageError("calibration_data: the dict holds no arrays")
+        return {"calibration_data": [(str(k), array(str(k), v)) for k, v in sorted(data.items())]}
+    return {"calibration_data": [(None, array(None, data))]}
 
 
 def inspect(model: ModelLike) -> Dict[str, Any]:

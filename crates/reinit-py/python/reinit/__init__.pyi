@@ -31,6 +31,8 @@ class Report:
     kept: List[Dict[str, str]]
     warnings: List[str]
     timings_ms: Dict[str, float]
+    lsuv: Optional[Dict[str, Any]]
+    norms_reset: List[Dict[str, Any]]
     #: the rewritten model: ModelProto (for a ModelProto), bytes (bytes, or a path without output), or None
     result: Any
     def __init__(self, doc: Dict[str, Any], summary: str, table: str, result: Any = ...) -> None: ...
@@ -62,6 +64,9 @@ def apply(
     exclude: Optional[str] = ...,
     fallback: str = ...,
     zero_init_last_gamma: bool = ...,
+    reset_norms: bool = ...,
+    calibration_data: Union[PathLike, Any, Mapping[str, Any], None] = ...,
+    lsuv_data: Union[PathLike, Any, Mapping[str, Any], None] = ...,
     force: bool = ...,
     in_place: bool = ...,
     dry_run: bool = ...,

@@ -1,12 +1,11 @@
 //! `reinit apply` (and the bare `reinit MODEL --scheme X`).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regex::Regex;
-use reinit::{Error, PlanOptions, Report};
-use reinit_onnx::{Model, SaveOptions};
+use reinit::{Calibration, DirectoryOutput, Error, PlanOptions, Report};
+use reinit_onnx::SaveOptions;
 use reinit_schemes::NormOptions;
 
 use super::args::ApplyArgs;
@@ -67,8 +66,14 @@ fn plan_options(args: &ApplyArgs, scheme: &str) -> Result<PlanOptions, Error> {
         fallback,
         norms: NormOptions {
             zero_init_last_gamma: args.zero_init_last_gamma,
-            reset: false,
+            reset: args.reset_norms,
         },
+        calibration: args
+            .calibration_data
+            .as_deref()
+            .map(Calibration::load)
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -97,41 +102,45 @@ fn rewrite(
     options: &PlanOptions,
     seed: u64,
 ) -> Result<Report, Error> {
-    let t0 = Instant::now();
-    let model = Model::load(input).map_err(Error::Load)?;
-    let t_load = t0.elapsed();
-    let plan = reinit::plan(&model, options)?;
-    let t_plan = t0.elapsed() - t_load;
-    let bar = progress(args, plan.weights.len());
-    let save = SaveOptions {
+    let bar = ProgressBar::hidden();
+    let planned = |len: usize| start_bar(args, &bar, len);
+    let tick = || bar.inc(1);
+    let report = reinit::rewrite_file(
+        input,
+        output,
+        options,
+        seed,
+        &save_options(args),
+        args.mask_out.as_deref(),
+        reinit::Progress {
+            planned: &planned,
+            tick: &tick,
+        },
+    )?;
+    bar.finish_and_clear();
+    print_summary(args, &report);
+    Ok(report)
+}
+
+fn save_options(args: &ApplyArgs) -> SaveOptions {
+    SaveOptions {
         overwrite: args.force,
         in_place: args.in_place,
         data_file: None,
-    };
-    let mut applied = reinit::apply_and_write(
-        &model,
-        &plan,
-        seed,
-        output.map(|path| (path, &save)),
-        args.mask_out.as_deref(),
-        &|| bar.inc(1),
-    )?;
-    bar.finish_and_clear();
-    let report = &mut applied.report;
-    report.timings_ms.load = t_load.as_secs_f64() * 1e3;
-    report.timings_ms.analyze_and_plan = t_plan.as_secs_f64() * 1e3;
+    }
+}
+
+fn print_summary(args: &ApplyArgs, report: &Report) {
     if !args.quiet {
         if args.dry_run && !args.json {
             eprint!("{}", report.table());
         }
         eprint!("{}", report.summary());
     }
-    Ok(applied.report)
 }
 
-/// A directory of `.onnx` files (an encoder/decoder export): every file gets
-/// the same seed, so a weight with the same name and shape gets the same values
-/// everywhere (streams are keyed by tensor name).
+/// A directory of `.onnx` files (an encoder/decoder export), rewritten by
+/// the library's directory mode.
 fn run_directory(
     args: &ApplyArgs,
     dir: &Path,
@@ -143,47 +152,21 @@ fn run_directory(
             "--in-place and --output exclude each other".into(),
         ));
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::Io {
-            path: dir.to_path_buf(),
-            source: e,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "onnx") && p.is_file())
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::Usage(format!(
-            "{}: no .onnx files in this directory",
-            dir.display()
-        )));
-    }
-    let out_dir = match (&args.output, args.in_place || args.dry_run) {
-        (_, true) => None,
-        (Some(out), false) => Some(out.clone()),
-        (None, false) => {
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into());
-            Some(dir.with_file_name(format!("{name}.{}", options.scheme)))
-        }
+    let output = match (&args.output, args.in_place, args.dry_run) {
+        (_, _, true) => DirectoryOutput::DryRun,
+        (_, true, false) => DirectoryOutput::InPlace,
+        (Some(out), false, false) => DirectoryOutput::Into(out.clone()),
+        (None, false, false) => DirectoryOutput::beside(dir, &options.scheme),
     };
-    if let Some(out) = &out_dir {
-        std::fs::create_dir_all(out).map_err(|e| Error::Io {
-            path: out.clone(),
-            source: e,
-        })?;
-    }
-    let mut reports = Vec::new();
-    for file in &files {
-        let output = match (&out_dir, args.in_place) {
-            (_, true) => Some(file.clone()),
-            (Some(out), false) => Some(out.join(file.file_name().unwrap_or_default())),
-            (None, false) => None,
-        };
-        reports.push(rewrite(args, file, output.as_deref(), options, seed)?);
-    }
+    let reports = reinit::rewrite_directory(
+        dir,
+        &output,
+        options,
+        seed,
+        &save_options(args),
+        reinit::Progress::NONE,
+        &mut |report| print_summary(args, report),
+    )?;
     if args.json {
         println!(
             "{}",
@@ -194,16 +177,17 @@ fn run_directory(
     Ok(())
 }
 
-fn progress(args: &ApplyArgs, len: usize) -> ProgressBar {
+/// Shows `bar` over the planned weights when there are 64 or more
+/// (indicatif hides itself when stderr is not a terminal).
+fn start_bar(args: &ApplyArgs, bar: &ProgressBar, len: usize) {
     if args.quiet || len < 64 {
-        return ProgressBar::hidden();
+        return;
     }
-    // indicatif hides itself when stderr is not a terminal.
-    let bar = ProgressBar::new(len as u64);
+    bar.set_length(len as u64);
     if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} weights ({eta})") {
         bar.set_style(style);
     }
-    bar
+    bar.set_draw_target(ProgressDrawTarget::stderr());
 }
 
 /// A seed from the clock and process id; printed and recorded so the run can be repeated.

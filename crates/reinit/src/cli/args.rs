@@ -72,6 +72,15 @@ pub struct ApplyArgs {
     /// Set γ = 0 on norm layers that end a residual branch (zero-init-last).
     #[arg(long)]
     pub zero_init_last_gamma: bool,
+    /// Reset every normalization layer (Batch/Layer/Group/InstanceNormalization)
+    /// to γ = 1, β = 0, running mean 0, running variance 1; `auto` does it by default.
+    #[arg(long)]
+    pub reset_norms: bool,
+    /// LSUV calibrates on these samples: .npy (float array, first axis =
+    /// samples, the first input) or .npz (arrays keyed by input name).
+    /// Default: the task `reinit verify` would use.
+    #[arg(long, value_name = "FILE")]
+    pub calibration_data: Option<PathBuf>,
     /// Print the plan and write nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -94,8 +94,8 @@ const CATALOG: &[Entry] = &[
     },
     Entry {
         name: "lsuv",
-        summary: "orthonormal pre-init, then each layer rescaled until its output variance on a data batch is 1 (forward passes with the candle executor; models with external data keep the pre-init)",
-        needs: "data (synthetic or digits, as `reinit verify` uses)",
+        summary: "orthonormal pre-init, then each layer rescaled until its output variance on a data batch is 1 (forward passes with the candle executor, embedded or external weights alike; the report gives each layer's variance and iterations)",
+        needs: "data: --calibration-data FILE (.npy/.npz), else the task `reinit verify` would use",
         params: "—",
         paper: "Mishkin & Matas, All you need is a good init, ICLR 2016",
     },
