@@ -203,3 +203,17 @@ def test_reset_norms_on_every_norm_kind(tmp_path, reinit_bin):
     kept = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "keep.onnx")).graph.initializer}
     src = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(model)).graph.initializer}
     assert all(np.array_equal(kept[k], src[k]) for k in src if k != "cw")
+
+
+def test_python_directory_mode_is_the_clis(tmp_path, reinit_bin):
+    """Directory mode lives in the library: Python's apply(dir) writes what the CLI writes."""
+    reinit = pytest.importorskip("reinit")
+    src = tmp_path / "export"
+    src.mkdir()
+    for i, depth in enumerate([3, 4]):
+        deep_tanh_mlp(src / f"part{i}.onnx", depth=depth)
+    reports = reinit.apply(str(src), "orthogonal", seed=4, output=tmp_path / "py")
+    assert [Path(r.model).name for r in reports] == ["part0.onnx", "part1.onnx"]
+    run_reinit([src, "--scheme", "orthogonal", "--seed", "4", "-o", tmp_path / "cli", "-q"])
+    for name in ("part0.onnx", "part1.onnx"):
+        assert (tmp_path / "py" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
