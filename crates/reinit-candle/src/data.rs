@@ -12,6 +12,8 @@ use reinit_onnx::Model;
 
 use crate::error::ExecError;
 use crate::executor::{Executor, Mode};
+use crate::shapes::{self, Fill, InputShape, ShapeRequest};
+use crate::synth;
 
 /// Seeded random numbers (ChaCha8, portable).
 pub struct Rng(ChaCha8Rng);
@@ -101,6 +103,28 @@ pub struct Task {
     /// The graph fixes the batch size to 1 (e.g. reshape constants from a
     /// static export): batches run one sample at a time and are concatenated.
     pub micro_batch: bool,
+    /// What the task is, for the report.
+    pub info: TaskInfo,
+    /// Every graph input as fed, with where its sizes came from.
+    pub inputs: Vec<InputShape>,
+}
+
+/// The task as the report describes it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TaskInfo {
+    /// `digits`, `image-patterns`, `teacher-classes`, `teacher-regression`,
+    /// `token-sequences`.
+    pub name: String,
+    /// One sentence: the data, the targets, classes used of the output's, sizes.
+    pub description: String,
+    /// Classes the targets use (a class task uses no more than the budget can teach).
+    pub classes_taught: Option<usize>,
+    /// Held-out accuracy of guessing (1 / classes taught); `None` for regression.
+    pub chance: Option<f64>,
+    /// Second moment of the float task input over the training samples.
+    pub input_q: Option<f64>,
+    pub train_samples: usize,
+    pub heldout_samples: usize,
 }
 
 /// Where `digits.bin` is looked for: `$REINIT_DIGITS`, then the repository's
@@ -166,75 +190,202 @@ fn vocab(exec: &Executor, model: &Model, input: &str) -> usize {
     2
 }
 
+/// What shapes a task's data and how much of the output it uses.
+#[derive(Debug, Clone, Default)]
+pub struct TaskOptions {
+    /// `--input-shape`: sizes for the model's inputs (dynamic dims otherwise
+    /// get the defaults of [`crate::shapes`]).
+    pub shapes: Option<ShapeRequest>,
+    /// Rows of a training batch, recorded in the input shapes (1 if 0).
+    pub batch: usize,
+    /// Scale the float task input to this second moment (`--input-q`);
+    /// otherwise float inputs are standardized (second moment ≈ 1).
+    pub input_q: Option<f64>,
+    /// Samples the training budget shows the model (steps × batch): a class
+    /// task uses as many classes as that can teach ([`synth::classes_taught`]).
+    pub budget: Option<usize>,
+}
+
+/// The most bytes the task's samples (train + held-out, all inputs) may take;
+/// larger inputs get fewer samples (224×224 RGB: about 400).
+pub const TASK_DATA_BYTES: usize = 256 << 20;
+
 impl Task {
-    /// Picks a task for the model's inputs and outputs. `sample_shape`
-    /// overrides the per-sample shape of the first input (dynamic dims).
     /// Chooses the task for `model`: the digits where the input fits, else
-    /// synthetic data shaped from its inputs.
+    /// learnable synthetic data shaped from its inputs (see the crate docs).
+    /// `options` (default: none) sets input shapes, the input scale and the
+    /// training budget.
     pub fn for_model(
         exec: &Executor,
         model: &Model,
         seed: u64,
         size: TaskSize,
-        sample_shape: Option<&[usize]>,
+        options: Option<&TaskOptions>,
     ) -> Result<Task, ExecError> {
-        let specs = exec.inputs();
-        let main = specs
-            .first()
-            .ok_or_else(|| ExecError::Invalid("the graph has no inputs".into()))?;
-        let sample: Vec<usize> = match sample_shape {
-            Some(s) => s.to_vec(),
-            None => main
-                .dims
-                .iter()
-                .skip(1)
-                .map(|d| {
-                    d.ok_or_else(|| {
-                        ExecError::Invalid(format!(
-                            "input `{}` has a dynamic dimension; give the sample shape",
-                            main.name
-                        ))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+        let default = TaskOptions::default();
+        let options = options.unwrap_or(&default);
+        let declared = shapes::declared_inputs(model);
+        if declared.is_empty() {
+            return Err(ExecError::Invalid("the graph has no inputs".into()));
+        }
+        let resolved =
+            shapes::resolve_inputs(&declared, options.shapes.as_ref(), options.batch.max(1))
+                .map_err(ExecError::Usage)?;
+        let mut inputs_used = resolved.inputs.clone();
+        let main_idx = resolved.main;
+        let main = &declared[main_idx];
+        let is_float = main.dtype.is_float();
+        let mut sample = inputs_used[main_idx].sample().to_vec();
+        if options.shapes.is_none()
+            && let Some(whole) = whole_input_if_no_batch_axis(exec, main, &sample)?
+        {
+            inputs_used[main_idx].shape =
+                [vec![inputs_used[main_idx].shape[0]], whole.clone()].concat();
+            inputs_used[main_idx].sources = std::iter::once("batch (broadcast)".to_string())
+                .chain(whole.iter().map(|_| "model".to_string()))
+                .collect();
+            sample = whole;
+        }
+        if options.input_q.is_some() && !is_float {
+            return Err(ExecError::Usage(format!(
+                "--input-q scales float inputs; the task input `{}` holds token ids",
+                main.name
+            )));
+        }
+        if let Some(q) = options.input_q
+            && !(q.is_finite() && q > 0.0)
+        {
+            return Err(ExecError::Usage(format!(
+                "--input-q {q}: must be a positive number"
+            )));
+        }
+
+        // Fewer samples where they would not fit the data budget.
+        let sample_bytes: usize = inputs_used
+            .iter()
+            .map(|s| {
+                s.sample().iter().product::<usize>().max(1)
+                    * if s.dtype.starts_with('f') { 4 } else { 8 }
+            })
+            .sum::<usize>()
+            .max(1);
+        let fit = (TASK_DATA_BYTES / sample_bytes).max(2);
+        let size = if size.train + size.heldout > fit {
+            let heldout = (size.heldout * fit / (size.train + size.heldout)).max(1);
+            TaskSize {
+                train: fit - heldout,
+                heldout,
+            }
+        } else {
+            size
         };
         let n = size.train + size.heldout;
         let mut rng = Rng::new(seed ^ 0x7461_736b);
-        let is_float = main.dtype.is_float();
-        let sample = if sample_shape.is_none() {
-            whole_input_if_no_batch_axis(exec, main, sample)?
-        } else {
-            sample
-        };
 
-        // Inputs besides the first: booleans true, others zeros.
-        let extra = |n: usize| -> Result<HashMap<String, Tensor>, ExecError> {
+        // Auxiliary inputs: masks ones, positions 0..n-1, others zeros / true.
+        let aux = |rows: usize| -> Result<HashMap<String, Tensor>, ExecError> {
             let mut m = HashMap::new();
-            for s in specs.iter().skip(1) {
-                let mut shape = vec![n];
-                shape.extend(s.dims.iter().skip(1).map(|d| d.unwrap_or(1)));
-                let t = if s.dtype == reinit_onnx::DType::Bool {
-                    Tensor::ones(shape, DType::U8, &Device::Cpu)?
-                } else if s.dtype.is_float() {
-                    Tensor::zeros(shape, DType::F32, &Device::Cpu)?
-                } else {
-                    Tensor::zeros(shape, DType::I64, &Device::Cpu)?
+            for (i, (d, s)) in declared.iter().zip(&inputs_used).enumerate() {
+                if i == main_idx {
+                    continue;
+                }
+                let mut shape = vec![rows];
+                shape.extend_from_slice(s.sample());
+                let t = match shapes::aux_fill(&d.name, d.dtype) {
+                    Fill::True => Tensor::ones(shape, DType::U8, &Device::Cpu)?,
+                    Fill::Ones if d.dtype.is_float() => {
+                        Tensor::ones(shape, DType::F32, &Device::Cpu)?
+                    }
+                    Fill::Ones => Tensor::ones(shape, DType::I64, &Device::Cpu)?,
+                    Fill::Positions => {
+                        let last = *shape.last().unwrap_or(&1);
+                        let count: usize = shape.iter().product();
+                        let v: Vec<i64> = (0..count).map(|j| (j % last.max(1)) as i64).collect();
+                        let t = Tensor::from_vec(v, shape, &Device::Cpu)?;
+                        if d.dtype.is_float() {
+                            t.to_dtype(DType::F32)?
+                        } else {
+                            t
+                        }
+                    }
+                    _ if d.dtype.is_float() => Tensor::zeros(shape, DType::F32, &Device::Cpu)?,
+                    _ => Tensor::zeros(shape, DType::I64, &Device::Cpu)?,
                 };
-                m.insert(s.name.clone(), t);
+                m.insert(d.name.clone(), t);
             }
             Ok(m)
         };
 
-        // The first input's values.
+        // Output shape from a one-sample probe run; find out whether the graph
+        // takes more than one sample at a time.
+        let probe_inputs = |k: usize| -> Result<HashMap<String, Tensor>, ExecError> {
+            let mut m = aux(k)?;
+            let mut shape = vec![k];
+            shape.extend_from_slice(&sample);
+            let dtype = if is_float { DType::F32 } else { DType::I64 };
+            m.insert(
+                main.name.clone(),
+                Tensor::zeros(shape, dtype, &Device::Cpu)?,
+            );
+            Ok(m)
+        };
+        let out = exec.forward(&probe_inputs(1)?, Mode::Eval)?;
+        let out_sample: Vec<usize> = out.first().dims()[1..].to_vec();
+        let micro_batch = exec.forward(&probe_inputs(2)?, Mode::Eval).is_err();
+
+        let classes = out_sample.last().copied().unwrap_or(1);
+        let classify =
+            classes >= 2 && (out_sample.len() == 1 || (!is_float && out_sample.len() == 2));
+        let k = synth::classes_taught(classes, options.budget);
         let numel: usize = sample.iter().product();
-        let tokens = if is_float {
-            None
-        } else {
-            let v = vocab(exec, model, &main.name);
-            let t = sample.last().copied().unwrap_or(1);
+
+        let digits = digits_path().filter(|_| {
+            is_float
+                && classify
+                && classes == 10
+                && out_sample.len() == 1
+                && (sample == [64] || sample == [1, 8, 8])
+        });
+
+        let split_note =
+            |train: usize, held: usize| format!("{train} train / {held} held-out samples");
+        let (name, description, x, targets, loss, chance, taught) = if let Some(path) = digits {
+            let (xs, ys) = load_digits(&path)?;
+            let order = Rng::new(seed).permutation(xs.len());
+            let take = n.min(xs.len());
+            let mut v = Vec::with_capacity(take * 64);
+            let mut y = Vec::with_capacity(take);
+            for &i in order.iter().take(take) {
+                v.extend_from_slice(&xs[i]);
+                y.push(ys[i]);
+            }
+            let n_train = size.train.min(take);
+            synth::standardize(&mut v, n_train * 64);
+            (
+                "digits",
+                format!(
+                    "sklearn 8x8 digits, 10 classes, {}",
+                    split_note(n_train, take - n_train)
+                ),
+                FloatOrIds::Float(v, take),
+                Tensor::from_vec(y, take, &Device::Cpu)?,
+                LossKind::CrossEntropy { classes: 10 },
+                Some(0.1),
+                Some(10),
+            )
+        } else if !is_float {
+            if !classify {
+                return Err(ExecError::Invalid(format!(
+                    "token input `{}` without a class output (output per sample {out_sample:?})",
+                    main.name
+                )));
+            }
+            let full_vocab = vocab(exec, model, &main.name);
+            let v = full_vocab.min(synth::MAX_TASK_VOCAB);
+            let t = sample.last().copied().unwrap_or(1).max(1);
             let perm = rng.permutation(v);
             let mut ids = Vec::with_capacity(n * numel);
-            for _ in 0..n * numel / t.max(1) {
+            for _ in 0..(n * numel).div_ceil(t) {
                 let mut cur = rng.below(v);
                 for _ in 0..t {
                     ids.push(cur as i64);
@@ -245,102 +396,25 @@ impl Task {
                     };
                 }
             }
-            Some((v, perm, ids))
-        };
-
-        // Output shape from a one-sample probe run; find out whether the graph
-        // takes more than one sample at a time.
-        let probe_inputs = |k: usize| -> Result<HashMap<String, Tensor>, ExecError> {
-            let mut m = extra(k)?;
-            let mut shape = vec![k];
-            shape.extend_from_slice(&sample);
-            let t = if is_float {
-                Tensor::zeros(shape, DType::F32, &Device::Cpu)?
-            } else {
-                Tensor::zeros(shape, DType::I64, &Device::Cpu)?
-            };
-            m.insert(main.name.clone(), t);
-            Ok(m)
-        };
-        let out = exec.forward(&probe_inputs(1)?, Mode::Eval)?;
-        let out_sample: Vec<usize> = out.first().dims()[1..].to_vec();
-        let micro_batch = exec.forward(&probe_inputs(2)?, Mode::Eval).is_err();
-
-        let classes = out_sample.last().copied().unwrap_or(1);
-        let classify =
-            classes >= 2 && (out_sample.len() == 1 || (!is_float && out_sample.len() == 2));
-
-        let digits = digits_path().filter(|_| {
-            is_float
-                && classify
-                && classes == 10
-                && out_sample.len() == 1
-                && (sample == [64] || sample == [1, 8, 8])
-        });
-
-        let (name, x, targets, loss) = if let Some(path) = digits {
-            let (xs, ys) = load_digits(&path)?;
-            let order = Rng::new(seed).permutation(xs.len());
-            let take = n.min(xs.len());
-            let mut v = Vec::with_capacity(take * 64);
-            let mut y = Vec::with_capacity(take);
-            for &i in order.iter().take(take) {
-                v.extend_from_slice(&xs[i]);
-                y.push(ys[i]);
-            }
-            // standardise with the training part's statistics
-            let n_train = size.train.min(take);
-            let mean: f32 = v[..n_train * 64].iter().sum::<f32>() / (n_train * 64) as f32;
-            let var: f32 = v[..n_train * 64]
-                .iter()
-                .map(|x| (x - mean) * (x - mean))
-                .sum::<f32>()
-                / (n_train * 64) as f32;
-            let sd = var.sqrt().max(1e-6);
-            v.iter_mut().for_each(|x| *x = (*x - mean) / sd);
-            (
-                "digits",
-                float_tensor(v, take, &sample)?,
-                Tensor::from_vec(y, take, &Device::Cpu)?,
-                LossKind::CrossEntropy { classes: 10 },
-            )
-        } else if let Some((v, perm, ids)) = tokens {
-            let t = sample.last().copied().unwrap_or(1);
-            let x = Tensor::from_vec(
-                ids.clone(),
-                {
-                    let mut s = vec![n];
-                    s.extend_from_slice(&sample);
-                    s
-                },
-                &Device::Cpu,
-            )?;
-            if !classify {
-                return Err(ExecError::Invalid(
-                    "token input without a class output".into(),
-                ));
-            }
+            ids.truncate(n * numel);
+            let next_token = classes == full_vocab;
             let per_token = out_sample.len() == 2;
-            let class_of: Vec<u32> = (0..v).map(|_| rng.below(classes) as u32).collect();
+            let class_of: Vec<u32> = (0..v).map(|_| rng.below(k) as u32).collect();
             let mut y = Vec::new();
             for s in ids.chunks(t) {
-                let row: Vec<u32> = (0..t)
-                    .map(|i| {
-                        if classes == v {
+                if per_token {
+                    y.extend((0..s.len()).map(|i| {
+                        if next_token {
                             // next-token prediction on the Markov chain
-                            let next = if i + 1 < t {
-                                s[i + 1] as usize
+                            if i + 1 < s.len() {
+                                s[i + 1] as u32
                             } else {
-                                perm[s[i] as usize]
-                            };
-                            next as u32
+                                perm[s[i] as usize] as u32
+                            }
                         } else {
                             class_of[s[i] as usize]
                         }
-                    })
-                    .collect();
-                if per_token {
-                    y.extend(row);
+                    }));
                 } else {
                     y.push(class_of[s[0] as usize]);
                 }
@@ -350,63 +424,77 @@ impl Task {
             } else {
                 Tensor::from_vec(y, n, &Device::Cpu)?
             };
-            ("token-sequences", x, y, LossKind::CrossEntropy { classes })
+            let (what, chance, taught) = if next_token && per_token {
+                (
+                    format!("next-token targets over {v} of {full_vocab} token ids"),
+                    1.0 / v as f64,
+                    v,
+                )
+            } else if per_token {
+                (
+                    format!("per-token classes: {k} of the output's {classes}"),
+                    1.0 / k as f64,
+                    k,
+                )
+            } else {
+                (
+                    format!(
+                        "sequence classes (from the first token): {k} of the output's {classes}"
+                    ),
+                    1.0 / k as f64,
+                    k,
+                )
+            };
+            (
+                "token-sequences",
+                format!(
+                    "Markov-chain token sequences of length {t} over {v} token ids; {what}; {}",
+                    split_note(size.train, size.heldout)
+                ),
+                FloatOrIds::Ids(ids, n),
+                y,
+                LossKind::CrossEntropy { classes },
+                Some(chance),
+                Some(taught),
+            )
         } else if classify && sample.len() >= 2 {
-            // class-dependent image patterns: a random prototype per class plus noise
-            let protos: Vec<Vec<f32>> = (0..classes).map(|_| rng.normals(numel)).collect();
-            let mut v = Vec::with_capacity(n * numel);
-            let mut y = Vec::with_capacity(n);
-            for _ in 0..n {
-                let c = rng.below(classes);
-                v.extend(protos[c].iter().map(|p| p + rng.normal() as f32));
-                y.push(c as u32);
-            }
+            let (mut v, y) = synth::image_patterns(&mut rng, &sample, k, n);
+            synth::standardize(&mut v, size.train * numel);
             (
                 "image-patterns",
-                float_tensor(v, n, &sample)?,
+                format!(
+                    "class-dependent patterns (per-class channel offsets and plane waves, random phase, noise): {k} of the output's {classes} classes, {}",
+                    split_note(size.train, size.heldout)
+                ),
+                FloatOrIds::Float(v, n),
                 Tensor::from_vec(y, n, &Device::Cpu)?,
                 LossKind::CrossEntropy { classes },
+                Some(1.0 / k as f64),
+                Some(k),
             )
         } else if classify {
-            // a fixed random teacher: logits = tanh(x W1 / √d) W2, labels = argmax
-            let hidden = 32;
-            let w1 = rng.normals(numel * hidden);
-            let w2 = rng.normals(hidden * classes);
             let v = rng.normals(n * numel);
-            let mut y = Vec::with_capacity(n);
-            for row in v.chunks(numel) {
-                let h: Vec<f32> = (0..hidden)
-                    .map(|j| {
-                        let s: f32 = row
-                            .iter()
-                            .enumerate()
-                            .map(|(i, x)| x * w1[i * hidden + j])
-                            .sum();
-                        (s / (numel as f32).sqrt()).tanh()
-                    })
-                    .collect();
-                let best = (0..classes)
-                    .map(|c| {
-                        h.iter()
-                            .enumerate()
-                            .map(|(j, hj)| hj * w2[j * classes + c])
-                            .sum::<f32>()
-                    })
-                    .enumerate()
-                    .fold((0, f32::MIN), |b, (c, s)| if s > b.1 { (c, s) } else { b })
-                    .0;
-                y.push(best as u32);
-            }
+            let y = synth::teacher_labels(&mut rng, &v, numel.max(1), k);
             (
                 "teacher-classes",
-                float_tensor(v, n, &sample)?,
+                format!(
+                    "labels of a fixed random tanh teacher: {k} of the output's {classes} classes, {}",
+                    split_note(size.train, size.heldout)
+                ),
+                FloatOrIds::Float(v, n),
                 Tensor::from_vec(y, n, &Device::Cpu)?,
                 LossKind::CrossEntropy { classes },
+                Some(1.0 / k as f64),
+                Some(k),
             )
         } else {
-            // regression onto a teacher: the same graph with resampled weights
-            let v = rng.normals(n * numel);
-            let x = float_tensor(v, n, &sample)?;
+            // regression onto a teacher: the same graph with resampled weights,
+            // computed on the inputs as they are fed (after any --input-q scaling)
+            let mut v = rng.normals(n * numel);
+            if let Some(q) = options.input_q {
+                synth::scale_to_second_moment(&mut v, size.train * numel, q);
+            }
+            let x = float_tensor(v.clone(), n, &sample)?;
             let teacher = Executor::new(model, &Device::Cpu)?;
             for p in teacher.params().iter().filter(|p| p.trainable) {
                 let sd = p
@@ -427,19 +515,55 @@ impl Task {
                         .to_dtype(p.var.dtype())?,
                 )?;
             }
-            let mut inputs = extra(n)?;
-            inputs.insert(main.name.clone(), x.clone());
+            let mut inputs = aux(n)?;
+            inputs.insert(main.name.clone(), x);
             let y = if micro_batch {
                 run_micro(&teacher, &inputs, n, Mode::Eval)?
             } else {
                 teacher.forward(&inputs, Mode::Eval)?.first().clone()
             };
-            ("teacher-regression", x, y.detach(), LossKind::Mse)
+            (
+                "teacher-regression",
+                format!(
+                    "MSE to a teacher of the same output shape (this graph with resampled weights), {}",
+                    split_note(size.train, size.heldout)
+                ),
+                FloatOrIds::Scaled(v, n),
+                y.detach(),
+                LossKind::Mse,
+                None,
+                None,
+            )
         };
+
+        let mut description = description;
+        let (x, input_q) = match x {
+            FloatOrIds::Float(mut v, rows) => {
+                let train_elems = size.train.min(rows.saturating_sub(1)).max(1) * numel;
+                if let Some(q) = options.input_q {
+                    synth::scale_to_second_moment(&mut v, train_elems, q);
+                }
+                let q = second_moment(&v[..train_elems.min(v.len())]);
+                (float_tensor(v, rows, &sample)?, Some(q))
+            }
+            FloatOrIds::Scaled(v, rows) => {
+                let train_elems = size.train.min(rows.saturating_sub(1)).max(1) * numel;
+                let q = second_moment(&v[..train_elems.min(v.len())]);
+                (float_tensor(v, rows, &sample)?, Some(q))
+            }
+            FloatOrIds::Ids(ids, rows) => {
+                let mut shape = vec![rows];
+                shape.extend_from_slice(&sample);
+                (Tensor::from_vec(ids, shape, &Device::Cpu)?, None)
+            }
+        };
+        if let Some(q) = options.input_q {
+            description.push_str(&format!("; inputs scaled to second moment {q}"));
+        }
 
         let total = x.dim(0)?;
         let n_train = size.train.min(total.saturating_sub(1)).max(1);
-        let mut inputs = extra(total)?;
+        let mut inputs = aux(total)?;
         inputs.insert(main.name.clone(), x);
         let all = Split {
             inputs,
@@ -454,8 +578,31 @@ impl Task {
             train: all.rows(&train_idx, &Device::Cpu)?,
             heldout: all.rows(&held_idx, &Device::Cpu)?,
             micro_batch,
+            info: TaskInfo {
+                name: name.to_string(),
+                description,
+                classes_taught: taught,
+                chance,
+                input_q,
+                train_samples: n_train,
+                heldout_samples: total - n_train,
+            },
+            inputs: inputs_used,
         })
     }
+}
+
+/// The task input's values before they become a tensor.
+enum FloatOrIds {
+    /// Float samples (rows); `--input-q` scaling still to apply.
+    Float(Vec<f32>, usize),
+    /// Float samples already scaled (the regression teacher saw them so).
+    Scaled(Vec<f32>, usize),
+    Ids(Vec<i64>, usize),
+}
+
+fn second_moment(v: &[f32]) -> f64 {
+    v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>() / v.len().max(1) as f64
 }
 
 /// Runs a graph that takes one sample at a time over `n` samples and
@@ -479,15 +626,23 @@ pub fn run_micro(
 
 /// A graph whose first input is fully static and that cannot run with axis 0
 /// as the batch (e.g. `MatMul(W, X)` with samples along axis 1) takes the whole
-/// input as one sample; a leading batch axis is then added by broadcasting ops.
+/// input as one sample (returned); a leading batch axis is then added by
+/// broadcasting ops.
 fn whole_input_if_no_batch_axis(
     exec: &Executor,
-    main: &crate::executor::InputSpec,
-    sample: Vec<usize>,
-) -> Result<Vec<usize>, ExecError> {
-    let whole: Option<Vec<usize>> = main.dims.iter().copied().collect();
+    main: &shapes::DeclaredInput,
+    sample: &[usize],
+) -> Result<Option<Vec<usize>>, ExecError> {
+    let whole: Option<Vec<usize>> = main.dims.as_ref().and_then(|dims| {
+        dims.iter()
+            .map(|d| match d {
+                shapes::DeclaredDim::Fixed(v) => Some(*v),
+                shapes::DeclaredDim::Dynamic(_) => None,
+            })
+            .collect()
+    });
     let Some(whole) = whole.filter(|w| w.len() >= 2 && exec.inputs().len() == 1) else {
-        return Ok(sample);
+        return Ok(None);
     };
     let runs = |shape: &[usize]| -> Result<bool, ExecError> {
         let mut dims = vec![1];
@@ -501,8 +656,8 @@ fn whole_input_if_no_batch_axis(
             HashMap::from([(main.name.clone(), Tensor::zeros(dims, dtype, &Device::Cpu)?)]);
         Ok(exec.forward(&inputs, Mode::Eval).is_ok())
     };
-    if !runs(&sample)? && runs(&whole)? {
-        return Ok(whole);
+    if !runs(sample)? && runs(&whole)? {
+        return Ok(Some(whole));
     }
-    Ok(sample)
+    Ok(None)
 }

@@ -49,6 +49,10 @@ pub enum ExecError {
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A setting the caller gave does not fit the model (`--input-shape`,
+    /// `--input-q`): a usage error, not a model problem.
+    #[error("{0}")]
+    Usage(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

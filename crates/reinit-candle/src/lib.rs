@@ -25,32 +25,47 @@
 //! `Model::from_bytes(model.to_bytes(&edits)?, base_dir)`. `--steps/--lr/--batch/
 //! --seed` map to `config.train.{steps, lr, batch, seed}`, `--device` to
 //! `config.train.device` (`Device::new_cuda(0)` with the `cuda` feature),
-//! `--input-shape` to `config.train.input_shape` (per-sample shape), and a
-//! sparse scheme's zero pattern to `config.masks[label]` ([`Mask`]:
-//! weight name → `true` = free, `false` = held at exactly zero).
+//! `--input-shape` to `config.train.shapes` ([`ShapeRequest::parse`]),
+//! `--input-q` to `config.train.input_q`, and a sparse scheme's zero pattern to
+//! `config.masks[label]` ([`Mask`]: weight name → `true` = free, `false` = held
+//! at exactly zero).
 //!
-//! JSON schema (`VerifyReport`): `{steps, lr, batch, seed, optimizer, runs: [
-//! {scheme, task, loss: [f32 per step], initial_loss, final_loss, heldout:
-//! {metric: "accuracy"|"mse", value}, verdict: "trains"|"stalled"|"diverged",
-//! signal: [[layer, q]], signal_detail: {input_q, layers: [{layer, q, mean,
-//! spread}], ratio, flag}, grad_norms: {weight: norm}, grad_ratio_first_last,
-//! jacobian: {mean_sq_sv, var_sq_sv, min_sv, max_sv, method, singular_values} |
-//! null, mask_exact, micro_batch, seconds}]}`.
+//! JSON schema (`VerifyReport`): `{steps, lr, batch, seed, optimizer, inputs:
+//! [{name, dtype, shape, sources, fill}], task: {name, description,
+//! classes_taught, chance, input_q, train_samples, heldout_samples},
+//! target_loss, fastest, runs: [{scheme, task, loss: [f32 per step],
+//! initial_loss, final_loss, heldout: {metric: "accuracy"|"mse", value,
+//! chance}, verdict: "trains"|"stalled"|"diverged", verdict_reason,
+//! steps_to_target, q_star, input_matches_q_star, signal: [[layer, q]],
+//! signal_detail: {input_q, layers: [{layer, q, mean, spread}], ratio, flag},
+//! grad_norms: {weight: norm}, grad_ratio_first_last, jacobian: {mean_sq_sv,
+//! var_sq_sv, min_sv, max_sv, method, singular_values} | null, mask_exact,
+//! micro_batch, seconds}]}`.
 //!
-//! Verdict rule ([`Verdict::judge`]): `diverged` if any loss is NaN/inf;
-//! `trains` if the mean loss of the last tenth of the steps is ≤ 0.9 × the mean
-//! of the first twentieth; otherwise `stalled`.
+//! Verdict rule ([`Verdict::judge_with_reason`]): `diverged` if a loss is
+//! NaN/inf or exceeds [`SPIKE_FACTOR`] × the initial loss (mean of the first
+//! twentieth of the steps); `trains` if the loss falls steadily (final = mean
+//! of the last tenth ≤ 0.9 × initial, no quarter of the run averaging above the
+//! initial, no step above [`UNSTABLE_FACTOR`] × initial); otherwise `stalled`.
+//! The fastest scheme is the one that first reaches the highest final loss
+//! among the runs that train ([`steps_to_reach`]).
 //!
 //! ## Tasks ([`Task::for_model`])
-//! Axis 0 of the first graph input is the batch axis. Float input of per-sample
-//! shape `[64]` or `[1, 8, 8]` with 10 classes → the digits set
-//! (`fixtures/digits.bin`, or `$REINIT_DIGITS`); other image-like float inputs
-//! with a class output → class-dependent patterns (a random prototype per class
-//! plus noise); other float inputs with a class output → labels of a fixed
-//! random tanh teacher; non-class outputs → MSE to the same graph with resampled
-//! weights; integer (token) inputs → Markov-chain token sequences (next-token
-//! targets when the output width equals the vocabulary). Graphs that fix the
-//! batch to 1 (static reshapes) run one sample at a time (`micro_batch`).
+//! Shapes come from [`shapes`]: the model's fixed dims, `--input-shape`, else
+//! defaults (batch, sequence 128, image side 224 …), recorded per input. The
+//! data input is the first one that is not a mask/position/segment input;
+//! attention masks are ones, token type ids zeros, position ids 0..n-1. Float
+//! input of per-sample shape `[64]` or `[1, 8, 8]` with 10 classes → the digits
+//! set (`fixtures/digits.bin`, or `$REINIT_DIGITS`); other image-like float
+//! inputs with a class output → class-dependent patterns (channel offsets and
+//! plane waves per class, random phase, noise); other float inputs with a class
+//! output → labels of a fixed random tanh teacher; non-class outputs → MSE to
+//! the same graph with resampled weights; integer (token) inputs → Markov-chain
+//! token sequences over ≤ 256 ids (next-token targets when the output width
+//! equals the vocabulary). Class tasks use [`classes_taught`] classes (≤ 10,
+//! fewer for a small budget). The samples are capped at [`TASK_DATA_BYTES`].
+//! Graphs that fix the batch to 1 (static reshapes) run one sample at a time
+//! (`micro_batch`).
 //!
 //! ## candle 0.11 workarounds (see `stack.md` §2)
 //! Conv 1-D runs as conv2d on `[N,C,1,L]`, Conv 3-D as a sum of conv2d over depth
@@ -76,17 +91,26 @@ mod lsuv;
 pub mod ops;
 mod plot;
 pub mod probes;
+pub mod shapes;
+mod synth;
 mod train;
 mod verify;
 
-pub use data::{LossKind, Rng, Split, Task, TaskSize, digits_path, load_digits};
+pub use data::{
+    LossKind, Rng, Split, TASK_DATA_BYTES, Task, TaskInfo, TaskOptions, TaskSize, digits_path,
+    load_digits,
+};
 pub use error::{ExecError, OpError, UnsupportedOp};
 pub use executor::{Executor, InputSpec, Layer, Mode, Outputs, Param};
 pub use lsuv::{LsuvData, LsuvOutcome, LsuvScale, LsuvSettings, lsuv};
 pub use plot::write_plots;
 pub use probes::{JacobianStats, LayerSignal, Signal};
+pub use shapes::{InputShape, ShapeRequest};
+pub use synth::{MAX_TAUGHT_CLASSES, classes_taught};
 pub use train::{
-    Heldout, Mask, Optimizer, STALL_RATIO, TrainConfig, TrainReport, Verdict, evaluate, train,
-    train_on,
+    Heldout, Mask, Optimizer, SPIKE_FACTOR, STALL_RATIO, TrainConfig, TrainReport, UNSTABLE_FACTOR,
+    Verdict, evaluate, train, train_on,
 };
-pub use verify::{RunReport, VerifyConfig, VerifyReport, render_table, verify, write_json};
+pub use verify::{
+    RunReport, VerifyConfig, VerifyReport, render_table, steps_to_reach, verify, write_json,
+};

@@ -8,9 +8,10 @@ use candle_core::{D, DType, Device, Tensor, Var, backprop::GradStore};
 use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW};
 use reinit_onnx::Model;
 
-use crate::data::{LossKind, Rng, Split, Task, TaskSize, run_micro};
+use crate::data::{LossKind, Rng, Split, Task, TaskOptions, TaskSize, run_micro};
 use crate::error::ExecError;
 use crate::executor::{Executor, Mode};
+use crate::shapes::ShapeRequest;
 
 /// Weight name → per-element flag: `true` trains freely, `false` is held at
 /// exactly zero (the zero pattern of a sparse scheme such as EOI).
@@ -34,8 +35,11 @@ pub struct TrainConfig {
     pub optimizer: Optimizer,
     pub device: Device,
     pub mask: Option<Mask>,
-    /// Per-sample shape of the first input when the model leaves it dynamic.
-    pub input_shape: Option<Vec<usize>>,
+    /// `--input-shape`: sizes for the model's inputs; dynamic dims not given
+    /// get the defaults of [`crate::shapes`].
+    pub shapes: Option<ShapeRequest>,
+    /// `--input-q`: scale the float task input to this second moment.
+    pub input_q: Option<f64>,
     /// Sizes of the training and held-out sets.
     pub size: TaskSize,
 }
@@ -50,11 +54,25 @@ impl Default for TrainConfig {
             optimizer: Optimizer::AdamW,
             device: Device::Cpu,
             mask: None,
-            input_shape: None,
+            shapes: None,
+            input_q: None,
             size: TaskSize {
                 train: 1536,
                 heldout: 261,
             },
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The task settings this training implies (shapes, input scale, and the
+    /// budget `steps × batch` that sets how many classes a class task uses).
+    pub fn task_options(&self) -> TaskOptions {
+        TaskOptions {
+            shapes: self.shapes.clone(),
+            batch: self.batch,
+            input_q: self.input_q,
+            budget: Some(self.steps.max(1) * self.batch.max(1)),
         }
     }
 }
@@ -69,27 +87,94 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// `diverged` if any loss is NaN/inf; `trains` if the final loss (mean of
-    /// the last tenth of the steps) is at most [`STALL_RATIO`] of the initial
-    /// loss (mean of the first twentieth); `stalled` otherwise.
+    /// The verdict alone; see [`Verdict::judge_with_reason`].
     pub fn judge(loss: &[f32]) -> Verdict {
+        Verdict::judge_with_reason(loss).0
+    }
+
+    /// `diverged` if a loss is NaN/inf or spikes above [`SPIKE_FACTOR`] × the
+    /// initial loss (mean of the first twentieth of the steps); `trains` if the
+    /// loss falls steadily: the final loss (mean of the last tenth) is at most
+    /// [`STALL_RATIO`] × the initial, no quarter of the run averages above the
+    /// initial loss, and no step exceeds [`UNSTABLE_FACTOR`] × the initial;
+    /// `stalled` otherwise. The reason says which rule decided, with figures.
+    pub fn judge_with_reason(loss: &[f32]) -> (Verdict, String) {
         if loss.is_empty() {
-            return Verdict::Stalled;
+            return (Verdict::Stalled, "no training steps".into());
         }
-        if loss.iter().any(|l| !l.is_finite()) {
-            return Verdict::Diverged;
+        if let Some(i) = loss.iter().position(|l| !l.is_finite()) {
+            return (
+                Verdict::Diverged,
+                format!("loss became {} at step {i}", loss[i]),
+            );
         }
         let (first, last) = window_means(loss);
-        if last <= STALL_RATIO * first {
-            Verdict::Trains
-        } else {
-            Verdict::Stalled
+        let (peak_at, peak) = loss
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &l)| if l > b.1 { (i, l) } else { b });
+        let peak = peak as f64;
+        let base = first.max(f64::MIN_POSITIVE);
+        if peak > SPIKE_FACTOR * base {
+            return (
+                Verdict::Diverged,
+                format!(
+                    "loss spiked to {peak:.4e} at step {peak_at}, {:.0}x the initial {first:.4e}",
+                    peak / base
+                ),
+            );
         }
+        if last > STALL_RATIO * first {
+            return (
+                Verdict::Stalled,
+                format!(
+                    "final loss {last:.4e} is {:.2}x the initial {first:.4e} (trains needs <= {STALL_RATIO})",
+                    last / base
+                ),
+            );
+        }
+        if peak > UNSTABLE_FACTOR * base {
+            return (
+                Verdict::Stalled,
+                format!(
+                    "unstable: loss reached {peak:.4e} at step {peak_at}, {:.0}x the initial {first:.4e}",
+                    peak / base
+                ),
+            );
+        }
+        if loss.len() >= 8 {
+            let quarter = loss.len() / 4;
+            for q in 1..4 {
+                let part = &loss[q * quarter..((q + 1) * quarter).min(loss.len())];
+                let mean = part.iter().map(|&x| x as f64).sum::<f64>() / part.len() as f64;
+                if mean > first {
+                    return (
+                        Verdict::Stalled,
+                        format!(
+                            "not steady: quarter {} of the run averages {mean:.4e}, above the initial {first:.4e}",
+                            q + 1
+                        ),
+                    );
+                }
+            }
+        }
+        (
+            Verdict::Trains,
+            format!(
+                "loss fell steadily from {first:.4e} to {last:.4e} ({:.2}x)",
+                last / base
+            ),
+        )
     }
 }
 
 /// A run "trains" when its loss falls below this fraction of the start.
 pub const STALL_RATIO: f64 = 0.9;
+/// A loss this many times the initial one is a blow-up: `diverged`.
+pub const SPIKE_FACTOR: f64 = 100.0;
+/// A loss this many times the initial one (but below [`SPIKE_FACTOR`]) is not
+/// steady training: `stalled` even if the run ends low.
+pub const UNSTABLE_FACTOR: f64 = 10.0;
 
 fn window_means(loss: &[f32]) -> (f64, f64) {
     let head = (loss.len() / 20).max(1);
@@ -103,6 +188,8 @@ pub struct Heldout {
     /// `accuracy` or `mse`
     pub metric: &'static str,
     pub value: f64,
+    /// Accuracy of guessing (1 / classes taught); `None` for regression.
+    pub chance: Option<f64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -116,6 +203,8 @@ pub struct TrainReport {
     pub final_loss: f64,
     pub heldout: Heldout,
     pub verdict: Verdict,
+    /// Which rule of [`Verdict::judge_with_reason`] decided, with figures.
+    pub verdict_reason: String,
     pub steps: usize,
     pub batch: usize,
     pub micro_batch: bool,
@@ -132,7 +221,7 @@ pub fn train(model: &Model, config: &TrainConfig) -> Result<TrainReport, ExecErr
         model,
         config.seed,
         config.size,
-        config.input_shape.as_deref(),
+        Some(&config.task_options()),
     )?;
     train_on(&exec, &task, config)
 }
@@ -304,7 +393,7 @@ pub fn train_on(
         Some(exact)
     };
     let heldout = evaluate(exec, task, &device)?;
-    let verdict = Verdict::judge(&losses);
+    let (verdict, verdict_reason) = Verdict::judge_with_reason(&losses);
     let (initial, last) = if losses.is_empty() {
         (f64::NAN, f64::NAN)
     } else {
@@ -318,6 +407,7 @@ pub fn train_on(
         final_loss: last,
         heldout,
         verdict,
+        verdict_reason,
         steps: config.steps,
         batch,
         micro_batch: task.micro_batch,
@@ -366,10 +456,70 @@ pub fn evaluate(exec: &Executor, task: &Task, device: &Device) -> Result<Heldout
         LossKind::CrossEntropy { .. } => Heldout {
             metric: "accuracy",
             value: correct as f64 / total.max(1) as f64,
+            chance: task.info.chance,
         },
         LossKind::Mse => Heldout {
             metric: "mse",
             value: sq / total.max(1) as f64,
+            chance: None,
         },
     })
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+
+    fn curve(points: &[(usize, f32)], len: usize) -> Vec<f32> {
+        // piecewise-linear through (step, loss) points
+        (0..len)
+            .map(|i| {
+                let w = points
+                    .windows(2)
+                    .find(|w| i >= w[0].0 && i <= w[1].0)
+                    .unwrap();
+                let t = (i - w[0].0) as f32 / (w[1].0 - w[0].0).max(1) as f32;
+                w[0].1 + t * (w[1].1 - w[0].1)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_spike_of_orders_of_magnitude_is_divergence_even_if_the_run_ends_low() {
+        // He on a ResNet-18 without normalization (issue 14): 30.7 → 298,229 → 9.2
+        let (v, why) = Verdict::judge_with_reason(&[30.7, 298_229.0, 9.2]);
+        assert_eq!(v, Verdict::Diverged, "{why}");
+        assert!(why.contains("spiked") && why.contains("step 1"), "{why}");
+        let (v, why) = Verdict::judge_with_reason(&[2.3, 2.0, f32::NAN]);
+        assert_eq!(v, Verdict::Diverged);
+        assert!(why.contains("NaN") && why.contains("step 2"), "{why}");
+        assert_eq!(Verdict::judge(&[2.3, f32::INFINITY]), Verdict::Diverged);
+    }
+
+    #[test]
+    fn trains_only_when_the_loss_falls_steadily() {
+        let steady = curve(&[(0, 2.3), (99, 0.2)], 100);
+        let (v, why) = Verdict::judge_with_reason(&steady);
+        assert_eq!(v, Verdict::Trains, "{why}");
+        // flat: stalled
+        assert_eq!(Verdict::judge(&vec![2.3; 100]), Verdict::Stalled);
+        // rises well above the start for half the run, then drops at the end
+        let bump = curve(&[(0, 2.3), (20, 8.0), (80, 8.0), (99, 0.5)], 100);
+        let (v, why) = Verdict::judge_with_reason(&bump);
+        assert_eq!(v, Verdict::Stalled, "{why}");
+        assert!(why.contains("not steady"), "{why}");
+        // a 20x excursion (below the divergence factor) is not steady training
+        let mut jump = steady.clone();
+        jump[50] = 2.3 * 20.0;
+        let (v, why) = Verdict::judge_with_reason(&jump);
+        assert_eq!(v, Verdict::Stalled, "{why}");
+        assert!(why.contains("unstable"), "{why}");
+        // ordinary minibatch noise on a falling curve still trains
+        let noisy: Vec<f32> = steady
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l * if i % 2 == 0 { 1.3 } else { 0.7 })
+            .collect();
+        assert_eq!(Verdict::judge(&noisy), Verdict::Trains);
+    }
 }

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use reinit_onnx::Model;
 
-use crate::data::{Task, TaskSize};
+use crate::data::{Task, TaskInfo, TaskSize};
 use crate::error::ExecError;
 use crate::executor::Executor;
 use crate::probes::{self, JacobianStats, Signal};
+use crate::shapes::{self, InputShape};
 use crate::train::{Heldout, Mask, TrainConfig, Verdict, train_on};
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,9 @@ pub struct VerifyConfig {
     pub masks: HashMap<String, Mask>,
     /// Directory for `loss.svg`, `signal.svg`, `jacobian_sv.svg`.
     pub plot_dir: Option<PathBuf>,
+    /// The batch was given explicitly (`--batch`): a different batch in
+    /// `--input-shape` is then an error instead of taking over.
+    pub batch_given: bool,
 }
 
 impl Default for VerifyConfig {
@@ -40,6 +44,7 @@ impl Default for VerifyConfig {
             probe_batch: 16,
             masks: HashMap::new(),
             plot_dir: None,
+            batch_given: false,
         }
     }
 }
@@ -53,6 +58,16 @@ pub struct RunReport {
     pub final_loss: f64,
     pub heldout: Heldout,
     pub verdict: Verdict,
+    /// Which rule decided the verdict, with its figures.
+    pub verdict_reason: String,
+    /// First step at which the loss (moving mean over a twentieth of the run)
+    /// reached the report's `target_loss`; `None` if it never did.
+    pub steps_to_target: Option<usize>,
+    /// For `critical`: the fixed point q* of the first layer's scheme, and
+    /// whether the input's second moment matched it (within 10 %); set by the
+    /// caller that applied the scheme.
+    pub q_star: Option<f64>,
+    pub input_matches_q_star: Option<bool>,
     /// Per-layer second moments q^l (layer name → q), graph order in `signal_detail`.
     pub signal: Vec<(String, f64)>,
     pub signal_detail: Signal,
@@ -73,6 +88,16 @@ pub struct VerifyReport {
     pub batch: usize,
     pub seed: u64,
     pub optimizer: crate::train::Optimizer,
+    /// Every graph input as fed: shape of one batch, where each size came
+    /// from (model, `--input-shape` or a default rule), and its fill.
+    pub inputs: Vec<InputShape>,
+    /// The task every run trains on (the same data and order for each).
+    pub task: Option<TaskInfo>,
+    /// The loss every run is timed to: the highest final loss among the runs
+    /// that train, so each of them reaches it.
+    pub target_loss: Option<f64>,
+    /// The run that reached `target_loss` in the fewest steps (of those that train).
+    pub fastest: Option<String>,
     pub runs: Vec<RunReport>,
 }
 
@@ -82,12 +107,38 @@ pub fn verify(
     models: &[(String, Model)],
     config: &VerifyConfig,
 ) -> Result<VerifyReport, ExecError> {
+    let mut config = config.clone();
+    if let Some((_, model)) = models.first() {
+        // A batch given in --input-shape (`2x3x224x224`) sets the batch.
+        let resolved = shapes::resolve_inputs(
+            &shapes::declared_inputs(model),
+            config.train.shapes.as_ref(),
+            config.train.batch,
+        )
+        .map_err(ExecError::Usage)?;
+        if let Some(b) = resolved.batch_from_request
+            && b != config.train.batch
+        {
+            if config.batch_given {
+                return Err(ExecError::Usage(format!(
+                    "--input-shape gives batch {b} but --batch is {}",
+                    config.train.batch
+                )));
+            }
+            config.train.batch = b;
+        }
+    }
+    let config = &config;
     let mut runs = Vec::with_capacity(models.len());
+    let mut inputs = Vec::new();
+    let mut task_info = None;
     for (label, model) in models {
         let start = std::time::Instant::now();
         let exec = Executor::new(model, &config.train.device)?;
         let cfg = &config.train;
-        let task = Task::for_model(&exec, model, cfg.seed, cfg.size, cfg.input_shape.as_deref())?;
+        let task = Task::for_model(&exec, model, cfg.seed, cfg.size, Some(&cfg.task_options()))?;
+        inputs = task.inputs.clone();
+        task_info = Some(task.info.clone());
         let signal = probes::signal(&exec, &task, config.probe_batch)?;
         let grad_norms = probes::grad_norms(&exec, &task, config.probe_batch)?;
         let jacobian = probes::jacobian(&exec, &task, config.probe_batch, cfg.seed)?;
@@ -110,6 +161,10 @@ pub fn verify(
             final_loss: report.final_loss,
             heldout: report.heldout,
             verdict: report.verdict,
+            verdict_reason: report.verdict_reason,
+            steps_to_target: None,
+            q_star: None,
+            input_matches_q_star: None,
             signal: signal
                 .layers
                 .iter()
@@ -124,18 +179,56 @@ pub fn verify(
             seconds: start.elapsed().as_secs_f64(),
         });
     }
+    let target_loss = runs
+        .iter()
+        .filter(|r| r.verdict == Verdict::Trains)
+        .map(|r| r.final_loss)
+        .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))));
+    if let Some(target) = target_loss {
+        for r in &mut runs {
+            r.steps_to_target = steps_to_reach(&r.loss, target);
+        }
+    }
+    let fastest = runs
+        .iter()
+        .filter(|r| r.verdict == Verdict::Trains)
+        .filter_map(|r| r.steps_to_target.map(|s| (s, r.final_loss, &r.scheme)))
+        .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
+        .map(|(_, _, s)| s.clone());
     let report = VerifyReport {
         steps: config.train.steps,
         lr: config.train.lr,
         batch: config.train.batch,
         seed: config.train.seed,
         optimizer: config.train.optimizer,
+        inputs,
+        task: task_info,
+        target_loss,
+        fastest,
         runs,
     };
     if let Some(dir) = &config.plot_dir {
         crate::plot::write_plots(&report, dir)?;
     }
     Ok(report)
+}
+
+/// First step at which the moving mean of `loss` (window: a twentieth of the
+/// run, at least one step) is at most `target`.
+pub fn steps_to_reach(loss: &[f32], target: f64) -> Option<usize> {
+    let w = (loss.len() / 20).max(1);
+    let mut sum = 0.0f64;
+    for (i, &l) in loss.iter().enumerate() {
+        sum += l as f64;
+        if i >= w {
+            sum -= loss[i - w] as f64;
+        }
+        let n = (i + 1).min(w) as f64;
+        if i + 1 >= w && sum / n <= target {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -145,18 +238,40 @@ fn opt(v: Option<f64>) -> String {
 /// A side-by-side table of the runs, one row per scheme.
 pub fn render_table(report: &VerifyReport) -> String {
     let header = [
-        "scheme", "verdict", "loss0", "final", "heldout", "qL/q0", "signal", "g1/gL", "E[s^2]",
-        "Var[s^2]", "s_min", "s_max",
+        "scheme",
+        "verdict",
+        "loss0",
+        "final",
+        "to_target",
+        "heldout",
+        "chance",
+        "qL/q0",
+        "signal",
+        "g1/gL",
+        "E[s^2]",
+        "Var[s^2]",
+        "s_min",
+        "s_max",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in &report.runs {
         let j = r.jacobian.as_ref();
+        let fastest = report.fastest.as_deref() == Some(r.scheme.as_str());
         rows.push(vec![
-            r.scheme.clone(),
+            if fastest {
+                format!("{} *", r.scheme)
+            } else {
+                r.scheme.clone()
+            },
             format!("{:?}", r.verdict).to_lowercase(),
             format!("{:.4}", r.initial_loss),
             format!("{:.4}", r.final_loss),
+            r.steps_to_target
+                .map_or_else(|| "-".into(), |s| s.to_string()),
             format!("{} {:.4}", r.heldout.metric, r.heldout.value),
+            r.heldout
+                .chance
+                .map_or_else(|| "-".into(), |c| format!("{c:.3}")),
             format!("{:.3e}", r.signal_detail.ratio),
             r.signal_detail.flag.to_string(),
             opt(r.grad_ratio_first_last),
@@ -170,6 +285,12 @@ pub fn render_table(report: &VerifyReport) -> String {
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
+    if let Some(task) = &report.task {
+        out.push_str(&format!("task: {}\n", task.description));
+    }
+    for input in &report.inputs {
+        out.push_str(&format!("input {}\n", describe_input(input)));
+    }
     for (i, r) in rows.iter().enumerate() {
         let line: Vec<String> = r
             .iter()
@@ -189,7 +310,49 @@ pub fn render_table(report: &VerifyReport) -> String {
             out.push('\n');
         }
     }
+    for r in &report.runs {
+        out.push_str(&format!(
+            "{}: {} — {}\n",
+            r.scheme,
+            format!("{:?}", r.verdict).to_lowercase(),
+            r.verdict_reason
+        ));
+        if let (Some(q), Some(m)) = (r.q_star, r.input_matches_q_star) {
+            out.push_str(&format!(
+                "{}: q* = {q:.4e}, input second moment {:.4e} ({})\n",
+                r.scheme,
+                r.signal_detail.input_q,
+                if m {
+                    "matches"
+                } else {
+                    "does not match; try --input-q"
+                }
+            ));
+        }
+    }
+    if let (Some(f), Some(t)) = (&report.fastest, report.target_loss) {
+        out.push_str(&format!(
+            "fastest: {f} (* ; first to loss {t:.4e}, the highest final loss among the runs that train)\n"
+        ));
+    }
     out
+}
+
+/// `name [2, 3, 224, 224] f32 (H: default: image side 224 …), task data`.
+fn describe_input(input: &InputShape) -> String {
+    let chosen: Vec<String> = input
+        .sources
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.starts_with("default") || s.starts_with("--input"))
+        .map(|(axis, s)| format!("axis {axis}: {s}"))
+        .collect();
+    let mut text = format!("{} {:?} {}", input.name, input.shape, input.dtype);
+    if !chosen.is_empty() {
+        text.push_str(&format!(" ({})", chosen.join("; ")));
+    }
+    text.push_str(&format!(", {}", input.fill));
+    text
 }
 
 /// Writes the report as pretty JSON.
@@ -198,4 +361,18 @@ pub fn write_json(report: &VerifyReport, path: &Path) -> Result<(), ExecError> {
         serde_json::to_string_pretty(report).map_err(|e| ExecError::Invalid(e.to_string()))?;
     std::fs::write(path, text)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steps_to_reach;
+
+    #[test]
+    fn steps_to_target_uses_a_moving_mean() {
+        let loss: Vec<f32> = (0..100).map(|i| 2.0 - i as f32 * 0.01).collect();
+        // window 5: the mean of steps i-4..=i is 2.0 - 0.01 (i - 2)
+        assert_eq!(steps_to_reach(&loss, 1.505), Some(53));
+        assert_eq!(steps_to_reach(&loss, 0.5), None);
+        assert_eq!(steps_to_reach(&[3.0, 1.0], 1.0), Some(2));
+    }
 }

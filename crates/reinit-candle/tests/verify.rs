@@ -96,3 +96,110 @@ fn jacobian_of_a_large_output_uses_projections() {
     assert_eq!(j.method, "projection");
     assert!(j.mean_sq_sv.is_finite() && j.mean_sq_sv > 0.0);
 }
+
+/// `fixture` with its first input's dims replaced: `Some(v)` fixed, `None`
+/// dynamic with the symbolic name at the same position of `names`.
+fn with_input_dims(name: &str, dims: &[Option<i64>], names: &[&str]) -> Model {
+    use prost::Message;
+    use reinit_onnx::proto::tensor_shape_proto::{Dimension, dimension::Value};
+    use reinit_onnx::proto::type_proto::Value as Ty;
+    let mut proto = fixture(name).proto().clone();
+    let graph = proto.graph.as_mut().unwrap();
+    let Some(Ty::TensorType(t)) = graph.input[0]
+        .r#type
+        .as_mut()
+        .and_then(|t| t.value.as_mut())
+    else {
+        panic!("tensor input")
+    };
+    t.shape.as_mut().unwrap().dim = dims
+        .iter()
+        .zip(names)
+        .map(|(d, n)| Dimension {
+            value: Some(match d {
+                Some(v) => Value::DimValue(*v),
+                None => Value::DimParam(n.to_string()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    Model::from_bytes(proto.encode_to_vec(), None).unwrap()
+}
+
+fn tiny_config(steps: usize, batch: usize) -> VerifyConfig {
+    VerifyConfig {
+        train: TrainConfig {
+            steps,
+            batch,
+            size: TaskSize {
+                train: 16,
+                heldout: 8,
+            },
+            ..TrainConfig::default()
+        },
+        probe_batch: 2,
+        ..VerifyConfig::default()
+    }
+}
+
+/// A ResNet export with dynamic batch and height runs without a shape: the
+/// height takes the fixed width (square), the batch comes from the config, and
+/// the report records where each size came from.
+#[test]
+fn dynamic_dims_get_defaults_recorded_in_the_report() {
+    let model = with_input_dims(
+        "tiny_resnet_fused.onnx",
+        &[None, Some(3), None, Some(32)],
+        &["N", "C", "H", "W"],
+    );
+    let report = verify(&[("stored".into(), model)], &tiny_config(2, 2)).unwrap();
+    let input = &report.inputs[0];
+    assert_eq!(input.shape, vec![2, 3, 32, 32]);
+    assert_eq!(input.sources[0], "batch");
+    assert_eq!(input.sources[1], "model");
+    assert!(
+        input.sources[2].starts_with("default: square"),
+        "{:?}",
+        input.sources
+    );
+    assert_eq!(input.fill, "task data");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(
+        json["inputs"][0]["shape"],
+        serde_json::json!([2, 3, 32, 32])
+    );
+    assert!(
+        json["task"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("2 of the output's 10 classes")
+    );
+    assert!(render_table(&report).contains("default: square"));
+}
+
+/// A sequence input with a dynamic length gets length 128 by default; a token
+/// model's shape given with the batch (`tokens:3x16`) sets the batch too, and
+/// disagrees with an explicit `--batch` as a usage error.
+#[test]
+fn sequence_defaults_to_128_and_input_shape_sets_the_batch() {
+    let model = with_input_dims(
+        "conv1d_fused.onnx",
+        &[None, Some(4), None],
+        &["N", "C", "L"],
+    );
+    let report = verify(&[("stored".into(), model)], &tiny_config(1, 2)).unwrap();
+    assert_eq!(report.inputs[0].shape, vec![2, 4, 128]);
+    assert_eq!(report.inputs[0].sources[2], "default: sequence length 128");
+
+    let model = || with_input_dims("torch_transformer.onnx", &[None, None], &["batch", "seq"]);
+    let mut config = tiny_config(1, 2);
+    config.train.shapes = Some("tokens:3x16".parse().unwrap());
+    let report = verify(&[("stored".into(), model())], &config).unwrap();
+    assert_eq!(report.inputs[0].shape, vec![3, 16]);
+    assert_eq!(report.inputs[0].sources[1], "--input-shape");
+    assert_eq!(report.batch, 3);
+    config.batch_given = true;
+    config.train.batch = 2;
+    let err = verify(&[("stored".into(), model())], &config).unwrap_err();
+    assert!(matches!(err, reinit_candle::ExecError::Usage(_)), "{err}");
+}

@@ -439,7 +439,7 @@ fn _weights<'py>(
 /// `params_json` holds the scheme parameters (kebab-case keys, as in `--rules`).
 #[pyfunction]
 #[pyo3(signature = (model, schemes, *, seed=0, params_json=None, steps=None, lr=None,
-    batch=None, optimizer=None, device="cpu".to_string(), input_shape=None, plot=None))]
+    batch=None, optimizer=None, device="cpu".to_string(), input_shape=None, input_q=None, plot=None))]
 #[allow(clippy::too_many_arguments)]
 fn _verify(
     py: Python<'_>,
@@ -453,6 +453,7 @@ fn _verify(
     optimizer: Option<String>,
     device: String,
     input_shape: Option<String>,
+    input_q: Option<f64>,
     plot: Option<PathBuf>,
 ) -> PyResult<String> {
     let src = source(model)?;
@@ -469,6 +470,7 @@ fn _verify(
             optimizer,
             device,
             input_shape,
+            input_q,
             plot,
         };
         let config = settings.config(seed)?;

@@ -85,6 +85,8 @@ impl Error {
                     // Ops without a kernel, or a model the trainer cannot set a
                     // task for (dynamic sample shape, token input without classes).
                     E::Unsupported(_) | E::Invalid(_) => exit::UNSUPPORTED,
+                    // A setting that does not fit the model (--input-shape, --input-q).
+                    E::Usage(_) => exit::USAGE,
                     E::Onnx(e) if e.is_unsafe_input() => exit::UNSAFE_INPUT,
                     E::Onnx(_) => exit::INVALID_INPUT,
                     E::Io(_) => exit::IO,

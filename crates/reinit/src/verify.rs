@@ -25,8 +25,12 @@ pub struct VerifySettings {
     pub optimizer: Option<String>,
     /// `cpu` | `cuda`.
     pub device: String,
-    /// Per-sample shape of the first input, e.g. `3x32x32`.
+    /// `--input-shape`: per-sample dims of the task input (`3x224x224`), the
+    /// same with the batch (`2x3x224x224`), or by input name
+    /// (`input_ids:2x128,attention_mask:2x128`).
     pub input_shape: Option<String>,
+    /// `--input-q`: scale the float task input to this second moment.
+    pub input_q: Option<f64>,
     /// Directory for the SVG plots.
     pub plot: Option<PathBuf>,
 }
@@ -49,6 +53,7 @@ pub fn verify(
     })?;
     let mut variants: Vec<(String, Model)> = Vec::new();
     let mut masks = HashMap::new();
+    let mut q_stars = HashMap::new();
     if schemes.is_empty() {
         let path = scratch.path().join("stored.onnx");
         model
@@ -69,6 +74,9 @@ pub fn verify(
         let save = SaveOptions::default();
         let applied =
             crate::apply_and_write(model, &plan, seed, Some((&path, &save)), None, &|| {})?;
+        if let Some(q) = first_q_star(&applied.report) {
+            q_stars.insert(scheme.clone(), q);
+        }
         if !applied.masks.is_empty() {
             let mask: HashMap<String, Vec<bool>> = applied
                 .masks
@@ -80,7 +88,33 @@ pub fn verify(
         variants.push((scheme.clone(), Model::load(&path).map_err(Error::Load)?));
     }
     let config = VerifyConfig { masks, ..config };
-    reinit_candle::verify(&variants, &config).map_err(Error::Exec)
+    let mut report = reinit_candle::verify(&variants, &config).map_err(|e| match e {
+        reinit_candle::ExecError::Usage(message) => Error::Usage(message),
+        other => Error::Exec(other),
+    })?;
+    for run in &mut report.runs {
+        if let Some(q) = q_stars.get(&run.scheme) {
+            run.q_star = Some(*q);
+            let input = run.signal_detail.input_q;
+            run.input_matches_q_star = Some((input / q - 1.0).abs() <= Q_STAR_MATCH);
+        }
+    }
+    Ok(report)
+}
+
+/// Relative tolerance within which the input's second moment "matches" q*.
+pub const Q_STAR_MATCH: f64 = 0.1;
+
+/// The fixed point q* the `critical` scheme reports for the first layer it
+/// rewrote (its note `critical: <act>: sigma_w^2 = …, q* = …, chi = …`).
+fn first_q_star(report: &crate::Report) -> Option<f64> {
+    report.weights.iter().find_map(|w| {
+        w.notes.iter().find_map(|n| {
+            let rest = n.strip_prefix("critical:")?;
+            let q = rest.split("q* = ").nth(1)?;
+            q.split(',').next()?.trim().parse::<f64>().ok()
+        })
+    })
 }
 
 impl VerifySettings {
@@ -119,15 +153,17 @@ impl VerifySettings {
         train.seed = seed;
         train.device = device(&args.device)?;
         if let Some(shape) = &args.input_shape {
-            let dims = shape
-                .split('x')
-                .map(|d| d.trim().parse::<usize>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| {
-                    Error::Usage(format!("--input-shape {shape}: expected dims like 3x32x32"))
-                })?;
-            train.input_shape = Some(dims);
+            train.shapes = Some(reinit_candle::ShapeRequest::parse(shape).map_err(Error::Usage)?);
         }
+        if let Some(q) = args.input_q {
+            if !(q.is_finite() && q > 0.0) {
+                return Err(Error::Usage(format!(
+                    "--input-q {q}: must be a positive number (the inputs' second moment)"
+                )));
+            }
+            train.input_q = Some(q);
+        }
+        config.batch_given = args.batch.is_some();
         config.plot_dir = args.plot.clone();
         Ok(config)
     }

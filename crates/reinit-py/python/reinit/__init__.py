@@ -347,6 +347,7 @@ def verify(
     optimizer: Optional[str] = None,
     device: str = "cpu",
     input_shape: Optional[str] = None,
+    input_q: Optional[float] = None,
     plot: Optional[Union[str, "os.PathLike[str]"]] = None,
     **params: Any,
 ) -> Dict[str, Any]:
@@ -358,6 +359,9 @@ def verify(
     (per-layer second moments), ``grad_norms`` and ``jacobian``. Without ``schemes`` the
     weights as stored are verified. ``params`` are scheme parameters as for :func:`apply`
     (``density``, ``submatrix``, ...); ``plot`` names a directory for SVG plots.
+    ``input_shape`` is ``--input-shape`` (``"3x224x224"``, ``"2x3x224x224"`` or
+    ``"input_ids:2x128,attention_mask:2x128"``); ``input_q`` scales the float task
+    input to that second moment (``--input-q``).
 
     Raises:
         UsageError: unknown scheme, parameter or setting.
@@ -383,6 +387,7 @@ def verify(
             optimizer=optimizer,
             device=device,
             input_shape=input_shape,
+            input_q=input_q,
             plot=None if plot is None else os.fspath(plot),
         )
     )

@@ -135,9 +135,14 @@ pub struct VerifyArgs {
     /// cpu, or cuda (needs the `cuda` build feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Per-sample shape of the first input when the model leaves it dynamic, e.g. 3x32x32.
+    /// Input sizes: 3x224x224 (per sample), 2x3x224x224 (with the batch), or
+    /// input_ids:2x128,pixel_values:2x3x224x224. Dynamic dims not given get defaults
+    /// (sequence 128, image side 224), printed and recorded in the report.
     #[arg(long, value_name = "DIMS")]
     pub input_shape: Option<String>,
+    /// Scale every probe/training input to this second moment (e.g. q* for `critical`).
+    #[arg(long, value_name = "Q")]
+    pub input_q: Option<f64>,
     /// One JSON document on stdout (schema in README).
     #[arg(long)]
     pub json: bool,

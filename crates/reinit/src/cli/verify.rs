@@ -14,6 +14,7 @@ pub fn run(args: VerifyArgs) -> Result<(), Error> {
         optimizer: args.optimizer.clone(),
         device: args.device.clone(),
         input_shape: args.input_shape.clone(),
+        input_q: args.input_q,
         plot: args.plot.clone(),
     };
     let config = settings.config(args.seed)?;
@@ -29,6 +30,20 @@ pub fn run(args: VerifyArgs) -> Result<(), Error> {
         print!("{}", reinit_candle::render_table(&report));
     }
     if !args.quiet {
+        for input in report.inputs.iter().filter(|i| i.defaulted()) {
+            eprintln!(
+                "note: input `{}` has dynamic dims; using {:?} ({}); give --input-shape to choose",
+                input.name,
+                input.shape,
+                input
+                    .sources
+                    .iter()
+                    .filter(|s| s.starts_with("default"))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
         eprintln!(
             "{}: {} run(s), {} steps, lr {}, batch {}, seed {}",
             args.model.display(),
