@@ -157,6 +157,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // 3 channels × 4 classes, indexed both ways
     fn patterns_are_separable_by_channel_means_and_scaling_hits_q() {
         let mut rng = Rng::new(3);
         let (mut v, y) = image_patterns(&mut rng, &[3, 16, 16], 4, 200);
