@@ -421,14 +421,15 @@ def test_eoi_density_linear(reinit_bin, tmp_path, name):
         assert abs(w["after"]["density"] - density) < 1e-9
 
 
-def test_eoi_mask_out_matches_nonzero_pattern(reinit_bin, tmp_path):
-    out = tmp_path / "o.onnx"
-    masks = tmp_path / "masks.safetensors"
-    run_reinit([fixture_path("tiny_resnet_bn.onnx"), "--scheme", "eoi", "--density", "0.2", "--seed", "3", "-q",
-                "-o", out, "--mask-out", masks])
+def _eoi_masks(tmp_path, tag, *extra):
+    out = tmp_path / f"{tag}.onnx"
+    masks = tmp_path / f"{tag}.safetensors"
+    run_reinit([fixture_path("tiny_resnet_bn.onnx"), "--scheme", "eoi", "--density", "0.1", "--seed", "3", "-q",
+                "-o", out, "--mask-out", masks, *extra])
     header, data = _read_safetensors(masks)
     arrays = tensor_arrays(out)
     assert header, "no masks written"
+    result = {}
     for name, info in header.items():
         assert info["dtype"] == "U8", info
         start, end = info["data_offsets"]
@@ -436,7 +437,28 @@ def test_eoi_mask_out_matches_nonzero_pattern(reinit_bin, tmp_path):
         assert set(np.unique(mask)) <= {0, 1}
         w = arrays[name]
         assert list(w.shape) == info["shape"], name
-        np.testing.assert_array_equal(mask.astype(bool), w != 0, err_msg=name)
+        result[name] = (mask.astype(bool), w)
+    return result
+
+
+def test_eoi_mask_out_is_the_reference_trainable_mask(reinit_bin, tmp_path):
+    # Issue 15 item 1: every k×k conv mask at density 0.1 ± 1/numel (the EOI
+    # reference's unfreeze_zeros), covering the written non-zeros; linear masks
+    # are the non-zeros.
+    convs = 0
+    for name, (mask, w) in _eoi_masks(tmp_path, "trainable").items():
+        assert not np.any((w != 0) & ~mask), name
+        if w.ndim == 4 and w.shape[2] * w.shape[3] > 1:
+            convs += 1
+            assert abs(mask.mean() - 0.1) <= 1.0 / mask.size + 1e-12, (name, mask.mean())
+        else:
+            np.testing.assert_array_equal(mask, w != 0, err_msg=name)
+    assert convs >= 4
+
+
+def test_eoi_mask_mode_support_is_the_nonzero_pattern(reinit_bin, tmp_path):
+    for name, (mask, w) in _eoi_masks(tmp_path, "support", "--mask-mode", "support").items():
+        np.testing.assert_array_equal(mask, w != 0, err_msg=name)
 
 
 def _read_safetensors(path):

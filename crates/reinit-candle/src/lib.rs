@@ -26,7 +26,7 @@
 //! --seed` map to `config.train.{steps, lr, batch, seed}`, `--device` to
 //! `config.train.device` (`Device::new_cuda(0)` with the `cuda` feature),
 //! `--input-shape` to `config.train.shapes` ([`ShapeRequest::parse`]),
-//! `--input-q` to `config.train.input_q`, and a sparse scheme's zero pattern to
+//! `--input-q` to `config.train.input_q`, and a sparse scheme's trainable mask to
 //! `config.masks[label]` ([`Mask`]: weight name → `true` = free, `false` = held
 //! at exactly zero).
 //!

@@ -19,7 +19,8 @@ pub struct VerifyConfig {
     pub train: TrainConfig,
     /// Samples in the probe batch (signal, gradient norms, Jacobian).
     pub probe_batch: usize,
-    /// Fixed sparse masks by run label (e.g. the EOI zero pattern).
+    /// Fixed sparse masks by run label (e.g. EOI's trainable mask: the support, for convs
+    /// topped up with zero positions that start at zero but train).
     pub masks: HashMap<String, Mask>,
     /// Directory for `loss.svg`, `signal.svg`, `jacobian_sv.svg`.
     pub plot_dir: Option<PathBuf>,

@@ -219,7 +219,7 @@ pub fn run_inspect(src: &Source) -> Result<serde_json::Value, Error> {
 #[pyfunction]
 #[pyo3(signature = (model, scheme, *, seed=None, output=None, density=None,
     sparsity_distribution=None, gain=None, distribution=None, fan_mode=None, sigma_b=None,
-    tau=None, epsilon=None, q_star=None, submatrix=None, more_nonzeros=None, rules=None,
+    tau=None, epsilon=None, q_star=None, submatrix=None, more_nonzeros=None, mask_mode=None, rules=None,
     rules_toml=None, only=None, exclude=None, fallback="keep".to_string(),
     zero_init_last_gamma=false, reset_norms=false, calibration_data=None, calibration_file=None,
     force=false, in_place=false, dry_run=false, mask_out=None, want_bytes=false))]
@@ -241,6 +241,7 @@ fn _apply<'py>(
     q_star: Option<f64>,
     submatrix: Option<String>,
     more_nonzeros: Option<bool>,
+    mask_mode: Option<String>,
     rules: Option<PathBuf>,
     rules_toml: Option<String>,
     only: Option<String>,
@@ -295,6 +296,7 @@ fn _apply<'py>(
             q_star,
             submatrix,
             more_nonzeros,
+            mask_mode,
         },
         rules,
         rules_toml,

@@ -9,7 +9,9 @@
 //!   classifier `IDI_τ` (or zeros).
 //! * convs: patch-maintain (pattern on the flattened `(n_out, n_in·Πk)` kernel, input channel
 //!   major) or channel-maintain (pattern at the delta tap); per group.
-//! * dead-neuron fix: rows fed only by dead inputs get ε on a live input.
+//! * no dead-neuron fix: the paper's ε on units that would see only zero-padded channels
+//!   needs a data-flow of structurally zero channels the graph analysis does not have, so
+//!   it is not offered (issue 15: it could never fire from ONNX).
 //! * `loose_std`: `N(0, s²)` noise on every entry. Biases 0.
 
 use crate::layer::{LayerKind, LayerSpec};
@@ -95,9 +97,6 @@ pub(crate) fn idinit(
                 }
             }
         }
-        if !spec.dead_inputs.is_empty() {
-            fix_dead_neurons(p, spec, &mut w, tap, notes);
-        }
     }
     if p.loose_std > 0.0 {
         let mut noise = vec![0.0; w.len()];
@@ -111,44 +110,4 @@ pub(crate) fn idinit(
         ));
     }
     (w, bias)
-}
-
-/// Rows whose non-zero inputs all come from dead input units get ε on one live input
-/// (`live[o mod #live]`, at the delta tap for convs). Every change is reported.
-fn fix_dead_neurons(
-    p: &IdInitParams,
-    spec: &LayerSpec,
-    w: &mut [f64],
-    tap: usize,
-    notes: &mut Vec<String>,
-) {
-    let taps = spec.taps();
-    let dead: Vec<bool> = (0..spec.n_in)
-        .map(|i| spec.dead_inputs.contains(&i))
-        .collect();
-    let live: Vec<usize> = (0..spec.n_in).filter(|&i| !dead[i]).collect();
-    if live.is_empty() {
-        notes.push("idinit: every input unit is dead; no dead-neuron fix possible".into());
-        return;
-    }
-    let mut fixed = 0;
-    for g in 0..spec.groups {
-        for o in 0..spec.n_out {
-            let row = spec.index(g, o, 0, 0);
-            let row = &mut w[row..row + spec.n_in * taps];
-            let live_nz = (0..spec.n_in)
-                .any(|i| !dead[i] && row[i * taps..(i + 1) * taps].iter().any(|&x| x != 0.0));
-            if !live_nz {
-                let i = live[o % live.len()];
-                row[i * taps + tap] = p.epsilon;
-                fixed += 1;
-            }
-        }
-    }
-    if fixed > 0 {
-        notes.push(format!(
-            "idinit: dead-neuron fix: {fixed} output unit(s) fed only by dead inputs got eps = {} on a live input",
-            p.epsilon
-        ));
-    }
 }

@@ -13,8 +13,8 @@ use crate::idinit::idinit;
 use crate::layer::{LayerKind, LayerSpec, NormOptions, NormSpec};
 use crate::linalg::haar_orthogonal;
 use crate::params::{
-    ConvMode, CriticalParams, CriticalTarget, Density, DensityDistribution, EoiParams, FanMode,
-    FixupParams, LsuvParams, LsuvTolOn, MaskMode, Scheme,
+    ConvMode, CriticalParams, CriticalTarget, DeltaOrthogonalParams, Density, DensityDistribution,
+    EoiParams, FanMode, FixupParams, GainChoice, LsuvParams, LsuvTolOn, MaskMode, Scheme,
 };
 use crate::relu_share::relu_share;
 use crate::rng::{IidFill, Law, Stream};
@@ -137,9 +137,9 @@ pub fn init_layer_lazy(
             )
         }
         Scheme::DeltaOrthogonal(p) => {
-            let gain = resolve_gain(p.gain, spec, &mut notes);
+            let (gain, sigma_b) = delta_orthogonal_gain(p, spec, &mut notes)?;
             let w = orthogonal_delta(spec, gain, rng, &mut notes);
-            (dense(w), normal_bias(spec, p.sigma_b, rng))
+            (dense(w), normal_bias(spec, sigma_b, rng))
         }
         Scheme::Critical(p) => with_dense(critical(p, spec, rng, &mut notes)?),
         Scheme::Eoi(p) => {
@@ -330,6 +330,45 @@ pub(crate) fn orthogonal_delta(
     w
 }
 
+/// `(σ_w, σ_b)` of delta-orthogonal. Before tanh-like units (tanh, hard-tanh) a default
+/// gain is the critical point `critical` uses (tanh: σ_w² = 1.05, σ_b² = 2.01e-5, Xiao et
+/// al.'s demo; hard-tanh: solved at q* = 1/64), not `calculate_gain`'s 5/3, which puts a
+/// tanh CNN in the chaotic phase (χ ≈ 1.21 per layer). The critical σ_b is used unless a
+/// σ_b > 0 was given; a fixed `--gain` keeps the given σ_w and σ_b.
+fn delta_orthogonal_gain(
+    p: &DeltaOrthogonalParams,
+    spec: &LayerSpec,
+    notes: &mut Vec<String>,
+) -> Result<(f64, f64), SchemeError> {
+    let tanh_like = matches!(spec.activation, Activation::Tanh | Activation::HardTanh);
+    if p.gain != GainChoice::FromActivation || !tanh_like {
+        return Ok((resolve_gain(p.gain, spec, notes), p.sigma_b));
+    }
+    let mut critical_notes = Vec::new();
+    let (sw2, sb2) = critical_variances(
+        &CriticalParams::default(),
+        &spec.activation,
+        &mut critical_notes,
+    )?;
+    let sigma_b = if p.sigma_b > 0.0 {
+        p.sigma_b
+    } else {
+        sb2.sqrt()
+    };
+    notes.push(format!(
+        "delta-orthogonal: {} follows: gain sigma_w = {:.6} (sigma_w^2 = {sw2:.6}), sigma_b = {sigma_b:.4e} \
+         at the critical point (Xiao et al.), not the tanh gain 5/3; --gain overrides",
+        spec.activation,
+        sw2.sqrt()
+    ));
+    notes.extend(
+        critical_notes
+            .into_iter()
+            .map(|n| n.replacen("critical:", "delta-orthogonal:", 1)),
+    );
+    Ok((sw2.sqrt(), sigma_b))
+}
+
 /// Resolves the critical-line variances for the layer's activation (§2.4).
 pub(crate) fn critical_variances(
     p: &CriticalParams,
@@ -455,24 +494,35 @@ pub(crate) fn eoi_layer(
     let mask = match p.mask {
         MaskMode::None => None,
         MaskMode::Support => Some(w.iter().map(|&x| x != 0.0).collect()),
-        MaskMode::Trainable => {
-            let mut m: Vec<bool> = w.iter().map(|&x| x != 0.0).collect();
-            if conv {
-                let want = (d * m.len() as f64).round() as usize;
-                let mut zeros: Vec<usize> = (0..m.len()).filter(|&k| !m[k]).collect();
-                let have = m.len() - zeros.len();
-                let extra = want.saturating_sub(have).min(zeros.len());
-                // partial Fisher–Yates: the first `extra` of a random permutation
-                for k in 0..extra {
-                    let r = k + rng.below((zeros.len() - k) as u64) as usize;
-                    zeros.swap(k, r);
-                    m[zeros[k]] = true;
-                }
-            }
-            Some(m)
-        }
+        MaskMode::Trainable => Some(if conv {
+            trainable_conv_mask(&w, d, &mut rng.substream("eoi-mask"))
+        } else {
+            w.iter().map(|&x| x != 0.0).collect()
+        }),
     };
     Ok((w, b, mask))
+}
+
+/// EOI's trainable mask of a convolution (reference `weight_preprocesser.py`
+/// `unfreeze_zeros`, schemes.md §5.3 step 4): the support of the centre tap, topped up with
+/// uniformly random zero positions anywhere in the kernel until it holds `⌈d·numel⌉`
+/// entries (the reference loops `while nonzeros < d·numel`); `d = 1` frees every entry.
+/// The added positions start at zero and train. Drawn from its own stream, so the weights
+/// do not depend on the mask mode.
+fn trainable_conv_mask(w: &[f64], d: f64, rng: &mut Stream) -> Vec<bool> {
+    let mut m: Vec<bool> = w.iter().map(|&x| x != 0.0).collect();
+    // 1e-9 keeps d·numel that is an integer up to rounding from gaining an entry
+    let want = ((d * m.len() as f64) - 1e-9).ceil().max(0.0) as usize;
+    let mut zeros: Vec<usize> = (0..m.len()).filter(|&k| !m[k]).collect();
+    let have = m.len() - zeros.len();
+    let extra = want.saturating_sub(have).min(zeros.len());
+    // partial Fisher–Yates: the first `extra` of a uniformly random permutation
+    for k in 0..extra {
+        let r = k + rng.below((zeros.len() - k) as u64) as usize;
+        zeros.swap(k, r);
+        m[zeros[k]] = true;
+    }
+    m
 }
 
 /// Fixup (§1.7): branch-last layers and the classifier (weight and bias) zero; other branch

@@ -84,9 +84,6 @@ pub struct LayerSpec {
     pub chain: Option<ChainPosition>,
     /// The network's final weight layer (classifier / head): Fixup zeroes it.
     pub network_output: bool,
-    /// Input units (per group) known to be identically zero at initialization, e.g.
-    /// zero-padded shortcut channels (IDInit dead-neuron handling). Usually empty.
-    pub dead_inputs: Vec<usize>,
     pub has_bias: bool,
 }
 
@@ -131,7 +128,6 @@ impl LayerSpec {
             residual: None,
             chain: None,
             network_output: false,
-            dead_inputs: Vec::new(),
             has_bias: true,
         }
     }
@@ -295,12 +291,6 @@ impl LayerSpec {
             .is_none()
         {
             return Err(err("element count overflows usize".into()));
-        }
-        if let Some(&bad) = self.dead_inputs.iter().find(|&&j| j >= self.n_in) {
-            return Err(err(format!(
-                "dead input {bad} out of range (n_in {})",
-                self.n_in
-            )));
         }
         Ok(())
     }

@@ -107,9 +107,11 @@ pub struct OrthogonalParams {
 /// Delta-orthogonal (Xiao et al. Algorithm 2) parameters (§2.5).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeltaOrthogonalParams {
-    /// `σ_w`; default from the activation.
+    /// `σ_w`; default: before tanh-like units (tanh, hard-tanh) the critical point that
+    /// `critical` uses (tanh σ_w² = 1.05), otherwise `calculate_gain` of the activation.
     pub gain: GainChoice,
-    /// `σ_b` (biases `N(0, σ_b²)`, zeros when 0).
+    /// `σ_b` (biases `N(0, σ_b²)`, zeros when 0). With the default gain before a tanh-like
+    /// unit, 0 means the critical σ_b (tanh: σ_b² = 2.01e-5).
     pub sigma_b: f64,
 }
 
@@ -154,15 +156,17 @@ pub enum DensityDistribution {
     UniformSkipFirstLast,
 }
 
-/// What EOI reports as the mask.
+/// Which EOI mask is reported (and held fixed by `verify`: `true` = trainable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaskMode {
     /// No mask.
     None,
-    /// The support of the weight (non-zeros); linear layers.
+    /// The support of the weight (its non-zeros). For a k×k conv that is only the centre
+    /// tap, so the layer trains at about `d/k²` of the requested density.
     Support,
-    /// The support, topped up for convs with random zero positions until the mask holds
-    /// `d·numel` entries (the EOI repo's trainable mask, §5.3 step 4).
+    /// The EOI reference's trainable mask (default): the support, topped up for convs with
+    /// random zero positions until the mask holds `⌈d·numel⌉` entries (§5.3 step 4,
+    /// `weight_preprocesser.py` `unfreeze_zeros`); linear layers: the support.
     Trainable,
 }
 
@@ -348,7 +352,7 @@ impl Default for EoiParams {
             sigma_w: Gain(1.0),
             sigma_b: 0.0,
             more_nonzeros: false,
-            mask: MaskMode::Support,
+            mask: MaskMode::Trainable,
         }
     }
 }

@@ -48,6 +48,24 @@ impl Stream {
         }
     }
 
+    /// An independent stream for a secondary draw of the same tensor (e.g. EOI's mask
+    /// top-up): keyed by this stream's key and `purpose`, so its values depend only on
+    /// (seed, tensor name, scheme id, purpose) — not on how much of this stream was used,
+    /// and drawing from it leaves this stream's values unchanged.
+    pub fn substream(&self, purpose: &str) -> Stream {
+        let mut h = Sha256::new();
+        h.update(b"reinit-substream");
+        h.update(self.key);
+        h.update((purpose.len() as u64).to_le_bytes());
+        h.update(purpose.as_bytes());
+        let key: [u8; 32] = h.finalize().into();
+        Stream {
+            key,
+            rng: ChaCha8Rng::from_seed(key),
+            fills: 0,
+        }
+    }
+
     /// Next raw 64-bit word.
     pub fn next_u64(&mut self) -> u64 {
         self.rng.next_u64()

@@ -180,3 +180,84 @@ fn erk_densities_through_init_many_keep_the_global_budget() {
     }
     assert!((kept / total - d).abs() <= 0.01, "global {}", kept / total);
 }
+
+/// Issue 15 item 1: by default (`EoiParams::default()`, as the CLI and `verify` use it) a
+/// conv's mask is the reference's trainable mask — density d over the whole kernel, to
+/// within one element — while the weights stay the sparse orthogonal centre tap. Covers
+/// 3×3, 5×5, 1-D, grouped and transposed kernels, several densities and seeds.
+#[test]
+fn default_conv_mask_is_the_trainable_mask_at_density_d() {
+    let specs = [
+        LayerSpec::conv(64, 64, &[3, 3], 1),
+        LayerSpec::conv(32, 48, &[3, 3], 1),
+        LayerSpec::conv(40, 24, &[5, 5], 1),
+        LayerSpec::conv(48, 48, &[3], 1),
+        LayerSpec::conv(64, 64, &[3, 3], 4),
+        LayerSpec::conv_transpose(32, 32, &[3, 3], 1),
+    ];
+    for (k, spec) in specs.iter().enumerate() {
+        for d in [0.1, 0.25, 0.5] {
+            for seed in 0..2u64 {
+                let scheme = Scheme::Eoi(EoiParams {
+                    density: Density::new(d).unwrap(),
+                    ..Default::default()
+                });
+                let name = format!("conv{k}");
+                let init = init_layer(&scheme, spec, &mut Stream::new(seed, &name, "eoi")).unwrap();
+                let mask = init.mask.as_ref().unwrap();
+                let n = mask.len() as f64;
+                let kept = mask.iter().filter(|&&m| m).count() as f64;
+                assert!(
+                    (kept / n - d).abs() <= 1.0 / n + 1e-12,
+                    "{:?} d {d}: mask density {}",
+                    spec.shape(),
+                    kept / n
+                );
+                // the weight's support is trainable, and the weight is the exact
+                // orthogonal tap with zeros elsewhere
+                assert!(mask.iter().zip(&init.weight).all(|(&m, &w)| m || w == 0.0));
+                let tap = spec.delta_tap_index().unwrap();
+                for g in 0..spec.groups {
+                    let mut h = Vec::with_capacity(spec.n_out * spec.n_in);
+                    for o in 0..spec.n_out {
+                        for i in 0..spec.n_in {
+                            h.push(init.weight[spec.index(g, o, i, tap)]);
+                            for t in (0..spec.taps()).filter(|&t| t != tap) {
+                                assert_eq!(init.weight[spec.index(g, o, i, t)], 0.0);
+                            }
+                        }
+                    }
+                    let e = orthogonality_error(&h, spec.n_out, spec.n_in);
+                    assert!(e <= 1e-10, "{:?} group {g}: {e}", spec.shape());
+                }
+                // the top-up is reproducible from the seed and leaves the weights as
+                // the support mask mode draws them
+                let again =
+                    init_layer(&scheme, spec, &mut Stream::new(seed, &name, "eoi")).unwrap();
+                assert_eq!(again.mask, init.mask);
+                let support = Scheme::Eoi(EoiParams {
+                    density: Density::new(d).unwrap(),
+                    mask: MaskMode::Support,
+                    ..Default::default()
+                });
+                let s = init_layer(&support, spec, &mut Stream::new(seed, &name, "eoi")).unwrap();
+                assert_eq!(s.weight, init.weight);
+                let s_mask = s.mask.unwrap();
+                assert!(
+                    s_mask
+                        .iter()
+                        .zip(&init.weight)
+                        .all(|(&m, &w)| m == (w != 0.0))
+                );
+            }
+        }
+    }
+    // another seed draws other added positions
+    let scheme = Scheme::Eoi(EoiParams {
+        density: Density::new(0.25).unwrap(),
+        ..Default::default()
+    });
+    let a = init_layer(&scheme, &specs[0], &mut Stream::new(0, "c", "eoi")).unwrap();
+    let b = init_layer(&scheme, &specs[0], &mut Stream::new(1, "c", "eoi")).unwrap();
+    assert_ne!(a.mask, b.mask);
+}

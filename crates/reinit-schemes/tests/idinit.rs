@@ -181,29 +181,6 @@ fn patch_maintain_puts_one_tap_per_output_channel() {
 }
 
 #[test]
-fn dead_inputs_get_an_epsilon_connection() {
-    // expanding 4 → 8 where inputs 2 and 3 are zero-padded shortcut channels: rows 2, 3, 6, 7
-    // would only see dead units.
-    let mut spec = LayerSpec::linear(8, 4);
-    spec.dead_inputs = vec![2, 3];
-    let init = init_layer(
-        &"idinit".parse().unwrap(),
-        &spec,
-        &mut Stream::new(0, "w", "idinit"),
-    )
-    .unwrap();
-    for o in 0..8 {
-        let live = (0..2).any(|i| init.weight[o * 4 + i] != 0.0);
-        assert!(live, "row {o}");
-    }
-    assert!(
-        init.notes.iter().any(|n| n.contains("dead-neuron fix: 4")),
-        "{:?}",
-        init.notes
-    );
-}
-
-#[test]
 fn loose_variant_adds_noise() {
     let p = IdInitParams {
         loose_std: 1e-3,

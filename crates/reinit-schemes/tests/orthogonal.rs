@@ -168,3 +168,60 @@ fn delta_orthogonal_warns_when_contracting_and_falls_back_without_tap() {
     assert!(init.notes.iter().any(|n| n.contains("row-orthogonal")));
     assert!(init.notes.iter().any(|n| n.contains("centre tap")));
 }
+
+/// Issue 15 item 6: before tanh-like units delta-orthogonal's default gain is the
+/// critical point (as `critical`), so a tanh CNN is on the critical line (χ = 1), not in
+/// the chaotic phase the tanh gain 5/3 gives (χ ≈ 1.21 per layer). The gain is read back
+/// from the weights (Hᵀ H = σ_w² I at the tap), σ_b² from the drawn biases.
+#[test]
+fn delta_orthogonal_before_tanh_sits_on_the_critical_line() {
+    let n = 256;
+    let scheme: Scheme = "delta-orthogonal".parse().unwrap();
+    for act in [Activation::Tanh, Activation::HardTanh] {
+        let spec = LayerSpec::conv(n, n, &[3, 3], 1)
+            .with_activation(act.clone())
+            .with_bias(true);
+        let init =
+            init_layer(&scheme, &spec, &mut Stream::new(4, "w", "delta-orthogonal")).unwrap();
+        let tap = spec.delta_tap_index().unwrap();
+        let h: Vec<f64> = (0..n * n)
+            .map(|e| init.weight[spec.index(0, e / n, e % n, tap)])
+            .collect();
+        let sigma_w2 = (0..n)
+            .map(|c| (0..n).map(|r| h[r * n + c].powi(2)).sum::<f64>())
+            .sum::<f64>()
+            / n as f64;
+        let expected = match act {
+            Activation::Tanh => 1.05,
+            _ => critical_point(&act, 1.0 / 64.0).unwrap().sigma_w2,
+        };
+        assert!((sigma_w2 - expected).abs() < 1e-9, "{act}: {sigma_w2}");
+        let unit: Vec<f64> = h.iter().map(|x| x / sigma_w2.sqrt()).collect();
+        assert!(orthogonality_error(&unit, n, n) < 1e-10);
+        let bias = init.bias.unwrap();
+        let sigma_b2 = bias.iter().map(|b| b * b).sum::<f64>() / n as f64;
+        if act == Activation::Tanh {
+            // σ_b² = 2.01e-5 drawn over 256 channels (relative sd ≈ 9 %)
+            assert!((sigma_b2 / 2.01e-5 - 1.0).abs() < 0.4, "{sigma_b2}");
+            let chi = fixed_point_of(&act, sigma_w2, sigma_b2).unwrap().chi;
+            assert!((chi - 1.0).abs() <= 1e-3, "{act}: chi {chi}");
+        }
+        assert!(
+            init.notes.iter().any(|m| m.contains("critical point")),
+            "{:?}",
+            init.notes
+        );
+    }
+    // the tanh gain's χ, for contrast, and a fixed gain still wins
+    let chaotic = fixed_point_of(&Activation::Tanh, (5.0f64 / 3.0).powi(2), 0.0)
+        .unwrap()
+        .chi;
+    assert!(chaotic > 1.2, "{chaotic}");
+    let fixed = Scheme::DeltaOrthogonal(DeltaOrthogonalParams {
+        gain: GainChoice::Fixed(Gain::new(5.0 / 3.0).unwrap()),
+        ..Default::default()
+    });
+    let spec = LayerSpec::linear(8, 8).with_activation(Activation::Tanh);
+    let init = init_layer(&fixed, &spec, &mut Stream::new(0, "w", "delta-orthogonal")).unwrap();
+    assert!((norm2(&init.weight[0..8]) - 5.0 / 3.0).abs() < 1e-12);
+}

@@ -118,12 +118,22 @@ fn eoi_property() {
                 );
             }
         }
+        // the default (trainable) mask covers the support and, for k×k kernels, holds
+        // ⌈d·numel⌉ entries; for 1×1 kernels it is the support
         let mask = init.mask.unwrap();
-        assert!(
-            mask.iter()
-                .zip(&init.weight)
-                .all(|(&m, &w)| m == (w != 0.0))
-        );
+        assert!(mask.iter().zip(&init.weight).all(|(&m, &w)| m || w == 0.0));
+        let kept = mask.iter().filter(|&&m| m).count();
+        let support = init.weight.iter().filter(|&&w| w != 0.0).count();
+        if c.spec.taps() > 1 {
+            let n = mask.len() as f64;
+            assert!(
+                kept == support.max((d * n - 1e-9).ceil() as usize),
+                "{:?} d {d}: {kept} of {n}",
+                c.spec.shape()
+            );
+        } else {
+            assert_eq!(kept, support);
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 use reinit_graph::{Activation, Analysis, Role};
 
+use crate::params::SchemeParams;
+
 /// The scheme name for layer `index` and why.
 pub fn choose(analysis: &Analysis, index: usize) -> (&'static str, String) {
     let layer = &analysis.layers[index];
@@ -21,7 +23,9 @@ pub fn choose(analysis: &Analysis, index: usize) -> (&'static str, String) {
     if crate::spec::chain_position(analysis, index).is_some() {
         return (
             "relu-share",
-            "plain ReLU chain: mirrored parameter sharing gives dynamical isometry".into(),
+            "plain ReLU chain: mirrored parameter sharing with an orthogonal submatrix \
+             (exactly linear at init, all singular values 1)"
+                .into(),
         );
     }
     if matches!(layer.activation, Activation::Tanh | Activation::HardTanh) {
@@ -43,4 +47,16 @@ pub fn choose(analysis: &Analysis, index: usize) -> (&'static str, String) {
         "orthogonal",
         "no residual, ReLU-chain or tanh role: orthogonal".into(),
     )
+}
+
+/// The parameters `auto` builds its choice with: the user's, except that relu-share
+/// takes the orthogonal submatrix unless `--submatrix` says otherwise — the paper's
+/// Gaussian submatrix makes the chain exactly linear but not isometric (the variance of
+/// the squared singular values grows with depth), and `auto` promises isometry.
+pub fn params(chosen: &str, params: &SchemeParams) -> SchemeParams {
+    let mut params = params.clone();
+    if chosen == "relu-share" && params.submatrix.is_none() {
+        params.submatrix = Some("orthogonal".into());
+    }
+    params
 }

@@ -2,7 +2,8 @@
 //! keywords), and their translation into a typed [`Scheme`].
 
 use reinit_schemes::{
-    Density, DensityDistribution, Distribution, FanMode, Gain, GainChoice, Scheme, Submatrix,
+    Density, DensityDistribution, Distribution, FanMode, Gain, GainChoice, MaskMode, Scheme,
+    Submatrix,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,11 @@ pub struct SchemeParams {
     /// EOI convolutions: the `more_nonzeros` variant (orthogonal at every tap).
     #[arg(long)]
     pub more_nonzeros: Option<bool>,
+    /// EOI: the mask `--mask-out` writes and `verify` holds fixed: trainable (default; the
+    /// reference's, convs topped up with random zero positions to the density) | support
+    /// (the non-zeros only; a k×k conv then trains at about density/k²).
+    #[arg(long)]
+    pub mask_mode: Option<String>,
 }
 
 fn choice<T: Copy>(param: &str, value: &str, options: &[(&str, T)]) -> Result<T, Error> {
@@ -85,6 +91,7 @@ impl SchemeParams {
         add(self.q_star.is_some(), "q-star");
         add(self.submatrix.is_some(), "submatrix");
         add(self.more_nonzeros.is_some(), "more-nonzeros");
+        add(self.mask_mode.is_some(), "mask-mode");
         names
     }
 
@@ -104,7 +111,8 @@ impl SchemeParams {
             epsilon,
             q_star,
             submatrix,
-            more_nonzeros
+            more_nonzeros,
+            mask_mode
         )
     }
 
@@ -196,6 +204,17 @@ impl SchemeParams {
                 if let Some(m) = self.more_nonzeros {
                     p.more_nonzeros = m;
                     used.push("more-nonzeros");
+                }
+                if let Some(m) = &self.mask_mode {
+                    p.mask = choice(
+                        "mask-mode",
+                        m,
+                        &[
+                            ("trainable", MaskMode::Trainable),
+                            ("support", MaskMode::Support),
+                        ],
+                    )?;
+                    used.push("mask-mode");
                 }
             }
             Scheme::IdInit(p) => {

@@ -151,7 +151,7 @@ pub fn plan_with(model: &Model, analysis: Analysis, options: &PlanOptions) -> Re
                 if rule.scheme == "auto" {
                     let (chosen, why) = crate::auto::choose(&analysis, index);
                     (
-                        params.scheme(chosen, false)?,
+                        crate::auto::params(chosen, &params).scheme(chosen, false)?,
                         format!("rule {}: auto: {why}", i + 1),
                     )
                 } else {
@@ -166,7 +166,7 @@ pub fn plan_with(model: &Model, analysis: Analysis, options: &PlanOptions) -> Re
                 None => {
                     let (chosen, why) = crate::auto::choose(&analysis, index);
                     (
-                        options.params.scheme(chosen, false)?,
+                        crate::auto::params(chosen, &options.params).scheme(chosen, false)?,
                         format!("auto: {why}"),
                     )
                 }
@@ -176,7 +176,18 @@ pub fn plan_with(model: &Model, analysis: Analysis, options: &PlanOptions) -> Re
         if matches!(scheme, Scheme::ReluShare(_)) && spec.chain.is_none() {
             let why = match &analysis.chain {
                 Err(e) => e.clone(),
-                Ok(_) => "the layers between mirrored pairs are not elementwise".into(),
+                Ok(chain) => {
+                    let mut why: Vec<String> = chain
+                        .steps
+                        .iter()
+                        .filter_map(|s| match &s.next {
+                            Some(reinit_graph::Link::Blocked(r)) => Some(r.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    why.extend(spec::pairing_breaks(&analysis));
+                    why.join("; ")
+                }
             };
             match fallback {
                 Some(fb) => {
@@ -350,6 +361,24 @@ mod tests {
         }
         let plan = plan_fn(&fixture("mlp_relu.onnx"), "auto");
         assert!(plan.weights.iter().all(|w| w.scheme.name() == "relu-share"));
+        // auto promises isometry: the orthogonal submatrix, unless --submatrix says otherwise
+        let submatrix = |w: &PlannedWeight| match w.scheme {
+            Scheme::ReluShare(p) => p.submatrix,
+            other => panic!("{other}"),
+        };
+        assert!(
+            plan.weights
+                .iter()
+                .all(|w| submatrix(w) == reinit_schemes::Submatrix::Orthogonal)
+        );
+        let mut gaussian = options("auto");
+        gaussian.params.submatrix = Some("gaussian".into());
+        let plan = super::plan(&fixture("mlp_relu.onnx"), &gaussian).unwrap();
+        assert!(
+            plan.weights
+                .iter()
+                .all(|w| submatrix(w) == reinit_schemes::Submatrix::Gaussian)
+        );
         let plan = plan_fn(&fixture("mlp_tanh.onnx"), "auto");
         let critical = plan
             .weights

@@ -46,13 +46,61 @@ fn is_network_output(layer: &Layer) -> bool {
 /// Position of layer `index` in the model's feed-forward chain, when the chain
 /// can be mirrored (relu-share).
 pub fn chain_position(analysis: &Analysis, index: usize) -> Option<ChainPosition> {
-    let chain = analysis.chain.as_ref().ok().filter(|c| c.mirrorable())?;
+    let chain = analysis
+        .chain
+        .as_ref()
+        .ok()
+        .filter(|c| c.mirrorable() && pairing_breaks(analysis).is_empty())?;
     let step = chain.steps.iter().find(|s| s.layer == index)?;
     Some(match step.position {
         GraphChain::Input => ChainPosition::Input,
         GraphChain::Hidden => ChainPosition::Hidden,
         GraphChain::Output => ChainPosition::Output,
     })
+}
+
+/// Where relu-share's mirrored pairing would silently break between two
+/// consecutive chain layers joined only by elementwise ops, one sentence per
+/// break naming both layers (empty when the model is no chain). Each layer
+/// pairs unit `u` of a group with `u + n/2` of the same group; the next layer
+/// must pair its inputs the same way, which fails when
+/// * the two layers have different group counts (the halves are per group), or
+/// * a Flatten spreads each channel over `s > 1` inputs and the channel count
+///   per group is odd (the leftover channel's pixels land in the other half).
+pub fn pairing_breaks(analysis: &Analysis) -> Vec<String> {
+    let Ok(chain) = &analysis.chain else {
+        return Vec::new();
+    };
+    let mut breaks = Vec::new();
+    for pair in chain.steps.windows(2) {
+        let (from, to) = (
+            &analysis.layers[pair[0].layer],
+            &analysis.layers[pair[1].layer],
+        );
+        let outputs = from.n_out * from.groups;
+        let inputs = to.n_in * to.groups;
+        if outputs == 0 || inputs % outputs != 0 {
+            breaks.push(format!(
+                "'{}' reads {inputs} inputs from the {outputs} outputs of '{}': no channel-wise pairing",
+                to.weight_name, from.weight_name
+            ));
+        } else if from.groups != to.groups {
+            breaks.push(format!(
+                "'{}' has {} groups and '{}' {}: the mirrored halves are per group and do not line up",
+                from.weight_name, from.groups, to.weight_name, to.groups
+            ));
+        } else if inputs > outputs && from.n_out % 2 == 1 {
+            breaks.push(format!(
+                "'{}' has an odd channel count ({}) before a Flatten into '{}' ({} inputs per \
+                 channel): the leftover channel's values fall into the other half",
+                from.weight_name,
+                from.n_out,
+                to.weight_name,
+                inputs / outputs
+            ));
+        }
+    }
+    breaks
 }
 
 pub fn layer_spec(analysis: &Analysis, index: usize) -> LayerSpec {
@@ -89,7 +137,6 @@ pub fn layer_spec(analysis: &Analysis, index: usize) -> LayerSpec {
         residual,
         chain: chain_position(analysis, index),
         network_output: is_network_output(layer),
-        dead_inputs: Vec::new(),
         has_bias: layer.bias.is_some(),
     }
 }

@@ -395,3 +395,74 @@ fn input_q_scales_inputs_and_critical_reports_q_star() {
     assert_eq!(json["runs"][0]["input_matches_q_star"], true);
     drop(critical);
 }
+
+/// Issue 15 item 1: the mask `verify` holds fixed for an EOI convolution is the
+/// reference's trainable mask (density d over the kernel, to one element), not
+/// the centre tap's support: the added positions start at zero and train, the
+/// masked-out ones stay exactly zero.
+#[test]
+fn eoi_conv_masks_held_in_training_are_trainable_masks_at_density_d() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = SchemeParams {
+        density: Some(0.2),
+        ..Default::default()
+    };
+    let (model, mask) = variant("tiny_resnet_bn.onnx", "eoi", params, 5, dir.path());
+    let mask = mask.expect("eoi has masks");
+    let exec = Executor::new(&model, &TrainConfig::default().device).unwrap();
+    let before: HashMap<String, Vec<f32>> = mask
+        .keys()
+        .map(|name| {
+            let v = exec.param(name).unwrap().var.as_tensor();
+            let v = v.flatten_all().unwrap().to_dtype(candle_core::DType::F32);
+            (name.clone(), v.unwrap().to_vec1().unwrap())
+        })
+        .collect();
+    let mut convs = 0;
+    for (name, keep) in &mask {
+        let dims = exec.param(name).unwrap().var.dims().to_vec();
+        if dims.len() == 4 && dims[2] * dims[3] > 1 {
+            convs += 1;
+            let n = keep.len() as f64;
+            let d = keep.iter().filter(|&&k| k).count() as f64 / n;
+            assert!((d - 0.2).abs() <= 1.0 / n + 1e-12, "{name}: {d}");
+        }
+    }
+    assert!(convs >= 4, "{convs} k×k convs");
+    let config = TrainConfig {
+        steps: 5,
+        batch: 16,
+        lr: 1e-2,
+        mask: Some(mask.clone()),
+        size: TaskSize {
+            train: 64,
+            heldout: 16,
+        },
+        ..TrainConfig::default()
+    };
+    let task = reinit_candle::Task::for_model(&exec, &model, 0, config.size, None).unwrap();
+    let report = reinit_candle::train_on(&exec, &task, &config).unwrap();
+    assert_eq!(report.mask_exact, Some(true));
+    let mut woke = 0usize;
+    for (name, keep) in &mask {
+        let after: Vec<f32> = exec
+            .param(name)
+            .unwrap()
+            .var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for ((&k, &b), &a) in keep.iter().zip(&before[name]).zip(&after) {
+            if !k {
+                assert_eq!(a, 0.0, "{name}: a masked-out weight moved");
+            } else if b == 0.0 && a != 0.0 {
+                woke += 1;
+            }
+        }
+    }
+    assert!(woke > 0, "no added mask position trained");
+}

@@ -65,6 +65,7 @@ SCHEME_PARAMETERS = (
     "q_star",
     "submatrix",
     "more_nonzeros",
+    "mask_mode",
 )
 #: Every keyword `apply` accepts besides `seed` and `output`.
 PARAMETERS = SCHEME_PARAMETERS + (
@@ -230,7 +231,7 @@ def apply(
 
             - scheme parameters ``density``, ``sparsity_distribution``, ``gain``,
               ``distribution``, ``fan_mode``, ``sigma_b``, ``tau``, ``epsilon``,
-              ``q_star``, ``submatrix``, ``more_nonzeros``;
+              ``q_star``, ``submatrix``, ``more_nonzeros``, ``mask_mode``;
             - ``rules``: a TOML rules file (path), or a list of dicts
               ``[{"pattern": "^layer1", "scheme": "idinit", "tau": 0.5}, …]``;
             - ``only`` / ``exclude``: regexes on tensor or node names;

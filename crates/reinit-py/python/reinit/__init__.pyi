@@ -59,6 +59,7 @@ def apply(
     q_star: Optional[float] = ...,
     submatrix: Optional[str] = ...,
     more_nonzeros: Optional[bool] = ...,
+    mask_mode: Optional[str] = ...,
     rules: Union[PathLike, Sequence[Mapping[str, Any]], None] = ...,
     only: Optional[str] = ...,
     exclude: Optional[str] = ...,

@@ -52,7 +52,7 @@ const CATALOG: &[Entry] = &[
     },
     Entry {
         name: "delta-orthogonal",
-        summary: "orthogonal at the identity tap of a conv kernel, zeros elsewhere",
+        summary: "orthogonal at the identity tap of a conv kernel, zeros elsewhere; gain: the critical point before tanh/hard-tanh (tanh σw²=1.05, σb²=2.01e-5, as critical), calculate_gain otherwise",
         needs: "pads/strides (delta tap), activation",
         params: "--gain, --sigma-b",
         paper: "Xiao et al., Dynamical Isometry and a Mean Field Theory of CNNs, ICML 2018",
@@ -80,7 +80,7 @@ const CATALOG: &[Entry] = &[
     },
     Entry {
         name: "relu-share",
-        summary: "mirrored blocks [[A,−A],[−A,A]]: exactly linear at init, dynamical isometry for ReLU",
+        summary: "mirrored blocks [[A,−A],[−A,A]]: exactly linear at init; the default Gaussian submatrix (the paper's) is not isometric (Var of squared singular values grows with depth), --submatrix orthogonal gives all singular values 1",
         needs: "a plain ReLU chain",
         params: "--submatrix gaussian|orthogonal, --sigma-b",
         paper: "Burkholz & Dubatovka, Initialization of ReLUs for Dynamical Isometry, NeurIPS 2019",
@@ -101,7 +101,7 @@ const CATALOG: &[Entry] = &[
     },
     Entry {
         name: "auto",
-        summary: "per layer: idinit in residual branches, relu-share on plain ReLU chains, critical before tanh, delta-orthogonal for convs, orthogonal elsewhere",
+        summary: "per layer: idinit in residual branches, relu-share (orthogonal submatrix) on plain ReLU chains, critical before tanh, delta-orthogonal for convs, orthogonal elsewhere",
         needs: "the analysis",
         params: "any of the above",
         paper: "—",
