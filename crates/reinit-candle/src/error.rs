@@ -8,6 +8,9 @@ pub struct UnsupportedOp {
     pub op_type: String,
     pub domain: String,
     pub nodes: Vec<String>,
+    /// Why it cannot run, where that is more than "not implemented"
+    /// (integer-only quantized arithmetic).
+    pub reason: Option<String>,
 }
 
 impl fmt::Display for UnsupportedOp {
@@ -23,7 +26,11 @@ impl fmt::Display for UnsupportedOp {
         if more > 0 {
             write!(f, " and {more} more")?;
         }
-        write!(f, ")")
+        write!(f, ")")?;
+        if let Some(reason) = &self.reason {
+            write!(f, ": {reason}")?;
+        }
+        Ok(())
     }
 }
 

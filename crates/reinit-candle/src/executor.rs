@@ -206,15 +206,28 @@ impl Executor {
                 !Op::parse(domain, op)
                     .is_some_and(|op| registry.contains_key(&op) || CONTROL_FLOW.contains(&op))
             })
-            .map(|((domain, op_type), nodes)| UnsupportedOp {
-                op_type,
-                domain,
-                nodes,
+            .map(|((domain, op_type), nodes)| {
+                let key = if domain.is_empty() {
+                    op_type.clone()
+                } else {
+                    format!("{domain}::{op_type}")
+                };
+                let reason = ops::quant::INTEGER_ONLY
+                    .contains(&key.as_str())
+                    .then(|| ops::quant::INTEGER_ONLY_REASON.to_string());
+                UnsupportedOp {
+                    op_type,
+                    domain,
+                    nodes,
+                    reason,
+                }
             })
             .collect();
         if !unsupported.is_empty() {
             return Err(ExecError::Unsupported(unsupported));
         }
+        let mut graph = graph;
+        annotate_quantize_targets(&mut graph);
 
         // BatchNormalization running statistics are buffers, not weights.
         let mut buffers = HashSet::new();
@@ -507,6 +520,42 @@ impl Executor {
             env.insert(out.clone(), t);
         }
         Ok(())
+    }
+}
+
+/// QuantizeLinear's integer range comes from its zero point's type, which the
+/// executor's i64 integers no longer carry: it is written into the node as
+/// the opset-21 `output_dtype` attribute (which means the same) beforehand.
+fn annotate_quantize_targets(graph: &mut GraphProto) {
+    let mut types: HashMap<String, i32> = graph
+        .initializer
+        .iter()
+        .filter_map(|t| Some((t.name.clone()?, t.data_type?)))
+        .collect();
+    for node in &graph.node {
+        if op_type(node) == "Constant" {
+            let value = node.attribute.iter().find_map(|a| a.t.as_ref());
+            if let (Some(out), Some(t)) = (node.output.first(), value) {
+                types.insert(out.clone(), t.data_type.unwrap_or(1));
+            }
+        }
+    }
+    for node in &mut graph.node {
+        let has_target = node
+            .attribute
+            .iter()
+            .any(|a| a.name.as_deref() == Some("output_dtype"));
+        if op_type(node) != "QuantizeLinear" || has_target {
+            continue;
+        }
+        if let Some(&t) = node.input.get(2).and_then(|zp| types.get(zp)) {
+            node.attribute.push(reinit_onnx::proto::AttributeProto {
+                name: Some("output_dtype".into()),
+                r#type: Some(2),
+                i: Some(t as i64),
+                ..Default::default()
+            });
+        }
     }
 }
 

@@ -125,7 +125,7 @@ pub struct OpDef {
 }
 
 macro_rules! op_table {
-    ($($domain:ident $variant:ident => $class:expr $(, $flag:ident)?;)*) => {
+    ($($domain:ident $variant:ident $(= $name:literal)? => $class:expr $(, $flag:ident)?;)*) => {
         /// Every op reinit knows (see the module docs).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Op {
@@ -137,12 +137,14 @@ macro_rules! op_table {
             $(OpDef {
                 op: Op::$variant,
                 domain: Domain::$domain,
-                name: stringify!($variant),
+                name: op_table!(@name $variant $($name)?),
                 class: $class,
                 keeps_pairing: op_table!(@flag $($flag)?),
             },)*
         ];
     };
+    (@name $variant:ident) => { stringify!($variant) };
+    (@name $variant:ident $name:literal) => { $name };
     (@flag) => { false };
     (@flag pairing) => { true };
 }
@@ -200,6 +202,7 @@ op_table! {
     Onnx ReduceProd => Nonlinear;
     Onnx ReduceL2 => Nonlinear;
     Onnx ReduceSumSquare => Nonlinear;
+    Onnx LRN => Nonlinear;
 
     Onnx Add => Arithmetic(Add);
     Onnx Sub => Arithmetic(Sub);
@@ -275,6 +278,7 @@ op_table! {
     Onnx Or => Logic;
     Onnx Xor => Logic;
     Onnx IsNaN => Logic;
+    Onnx IsInf => Logic;
     Onnx Mod => Logic;
 
     Onnx If => Control;
@@ -288,6 +292,18 @@ op_table! {
     // (`activation`, `activation_params` attributes).
     Microsoft FusedConv => Layer(LayerOp::Conv);
     Microsoft FusedGemm => Layer(LayerOp::Gemm);
+    // onnxruntime's transformer fusions: opaque to the analysis (no layer is
+    // read out of them), run by the executor
+    Microsoft MsGelu = "Gelu" => Nonlinear;
+    Microsoft BiasGelu => Nonlinear;
+    Microsoft FastGelu => Nonlinear;
+    Microsoft QuickGelu => Nonlinear;
+    Microsoft BiasAdd => Join;
+    Microsoft SkipLayerNormalization => Join;
+    Microsoft SkipSimplifiedLayerNormalization => Join;
+    Microsoft EmbedLayerNormalization => Index;
+    Microsoft Attention => Contraction;
+    Microsoft MultiHeadAttention => Contraction;
 }
 
 impl Op {

@@ -1,4 +1,5 @@
-//! Conv (1-D, 2-D, 3-D; groups, pads, dilation) and ConvTranspose (1-D, 2-D).
+//! Conv (1-D, 2-D, 3-D; groups, pads, dilation) and ConvTranspose (1-D, 2-D
+//! with equal strides here; 3-D and per-axis strides in [`super::deconv`]).
 //!
 //! candle 0.11 has only a 2-D convolution with correct gradients (its conv1d
 //! kernel gradient is wrong and it has no conv3d), so every Conv runs as conv2d:
@@ -59,7 +60,7 @@ fn usizes(v: Option<Vec<i64>>, n: usize, default: usize) -> Vec<usize> {
         .unwrap_or_else(|| vec![default; n])
 }
 
-fn conv(args: &OpArgs) -> OpResult {
+pub(super) fn conv(args: &OpArgs) -> OpResult {
     let x = args.input(0)?;
     let w = args.input(1)?;
     let spatial = w.rank().saturating_sub(2);
@@ -204,7 +205,7 @@ pub fn conv2d(
 }
 
 /// 3-D convolution as a sum over depth taps of 2-D convolutions.
-fn conv3d(
+pub(super) fn conv3d(
     x: &Tensor,
     w: &Tensor,
     pads: &[(usize, usize)],
@@ -265,7 +266,7 @@ fn conv_transpose(args: &OpArgs) -> OpResult {
     let (x4, w4) = match spatial {
         1 => (x.unsqueeze(2)?, w.unsqueeze(2)?),
         2 => (x.clone(), w.clone()),
-        n => return Err(OpError(format!("{n}-D ConvTranspose is not supported"))),
+        _ => return super::deconv::conv_transpose_nd(args),
     };
     let lift = |v: Vec<usize>, fill: usize| if spatial == 1 { vec![fill, v[0]] } else { v };
     let kernel = w4.dims()[2..].to_vec();
@@ -340,9 +341,7 @@ fn conv_transpose(args: &OpArgs) -> OpResult {
         dil[0] = dil[1];
     }
     if st[0] != st[1] || dil[0] != dil[1] {
-        return Err(OpError(format!(
-            "ConvTranspose with per-axis strides {strides:?} / dilations {dilations:?}"
-        )));
+        return super::deconv::conv_transpose_nd(args);
     }
     let c_in = x4.dim(1)?;
     let y = if groups == 1 {

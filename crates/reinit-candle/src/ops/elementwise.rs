@@ -32,6 +32,8 @@ pub fn register(r: &mut Registry) {
     r.insert(Op::Sum, sum);
     r.insert(Op::Mean, mean);
     r.insert(Op::Equal, equal);
+    r.insert(Op::IsNaN, is_nan);
+    r.insert(Op::IsInf, is_inf);
     r.insert(Op::Less, less);
     r.insert(Op::LessOrEqual, less_or_equal);
     r.insert(Op::Greater, greater);
@@ -233,6 +235,35 @@ fn compare(args: &OpArgs, f: fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>
 
 fn equal(args: &OpArgs) -> OpResult {
     compare(args, Tensor::broadcast_eq)
+}
+
+/// NaN is the one value unequal to itself (exports guard softmax with it).
+fn is_nan(args: &OpArgs) -> OpResult {
+    let x = args.input(0)?.detach();
+    one(x.ne(&x)?.to_device(&Device::Cpu)?)
+}
+
+fn is_inf(args: &OpArgs) -> OpResult {
+    let x = args.input(0)?.detach();
+    if !x.dtype().is_float() {
+        return one(x
+            .zeros_like()?
+            .to_dtype(DType::U8)?
+            .to_device(&Device::Cpu)?);
+    }
+    let (pos, neg) = (
+        args.attr_i("detect_positive", 1) != 0,
+        args.attr_i("detect_negative", 1) != 0,
+    );
+    let pos_inf = x.ge(f64::INFINITY)?;
+    let neg_inf = x.le(f64::NEG_INFINITY)?;
+    let hit = match (pos, neg) {
+        (true, true) => pos_inf.maximum(&neg_inf)?,
+        (true, false) => pos_inf,
+        (false, true) => neg_inf,
+        (false, false) => pos_inf.zeros_like()?,
+    };
+    one(hit.to_device(&Device::Cpu)?)
 }
 
 fn less(args: &OpArgs) -> OpResult {

@@ -22,6 +22,8 @@ const NON_DIFFERENTIABLE: &[&str] = &[
     "Constant",
     "CastLike",
     "Equal",
+    "IsNaN",
+    "IsInf",
     "Less",
     "LessOrEqual",
     "Greater",
@@ -37,6 +39,10 @@ const NON_DIFFERENTIABLE: &[&str] = &[
     "ArgMax",
     "ArgMin",
 ];
+
+/// Ops whose gradient is straight-through by design (checked on their own in
+/// `quantize_passes_the_gradient_straight_through`).
+const STRAIGHT_THROUGH: &[&str] = &["QuantizeLinear"];
 
 #[derive(Clone)]
 enum In {
@@ -126,6 +132,15 @@ fn astr(name: &str, v: &str) -> AttributeProto {
         name: Some(name.into()),
         r#type: Some(3),
         s: Some(v.as_bytes().to_vec().into()),
+        ..Default::default()
+    }
+}
+
+fn afloats(name: &str, v: &[f32]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(6),
+        floats: v.to_vec(),
         ..Default::default()
     }
 }
@@ -376,6 +391,169 @@ fn cases() -> Vec<Case> {
         case("Dropout", vec![f(&[2, 3])]).mode(Probe),
         case("Pad", vec![f(&[2, 3]), ints(&[1, 0, 0, 2]), scalar(0.5)]),
     ]
+    .into_iter()
+    .chain(export_cases())
+    .collect()
+}
+
+/// Ops real exports use (issue 14): indexing, Einsum, LRN, QDQ, general
+/// ConvTranspose and onnxruntime's contrib ops.
+fn export_cases() -> Vec<Case> {
+    let ms =
+        |op: &str| -> &'static str { Box::leak(format!("com.microsoft::{op}").into_boxed_str()) };
+    vec![
+        case("LRN", vec![f(&[2, 5, 3, 3])])
+            .attr(ai("size", 3))
+            .attr(af("alpha", 0.5))
+            .attr(af("beta", 0.75))
+            .attr(af("bias", 1.0)),
+        case("LRN", vec![f(&[1, 4, 2, 2])])
+            .attr(ai("size", 2))
+            .attr(af("alpha", 0.3)),
+        case(
+            "GatherND",
+            vec![f(&[3, 4, 2]), In::Ints(vec![0, 1, 2, 3, 1, 0], vec![3, 2])],
+        ),
+        case(
+            "GatherND",
+            vec![f(&[2, 3, 4]), In::Ints(vec![0, 2, 1, -1], vec![2, 2, 1])],
+        )
+        .attr(ai("batch_dims", 1)),
+        case(
+            "ScatterND",
+            vec![f(&[4, 3]), In::Ints(vec![1, 3], vec![2, 1]), f(&[2, 3])],
+        ),
+        case(
+            "ScatterND",
+            vec![
+                f(&[2, 3, 2]),
+                In::Ints(vec![0, 1, 0, 1], vec![2, 2]),
+                f(&[2, 2]),
+            ],
+        )
+        .attr(astr("reduction", "add")),
+        case("CumSum", vec![f(&[3, 4]), ints(&[1])]),
+        case("CumSum", vec![f(&[3, 4]), ints(&[0])])
+            .attr(ai("exclusive", 1))
+            .attr(ai("reverse", 1)),
+        case("CumSum", vec![f(&[2, 3, 4]), ints(&[-1])]).attr(ai("reverse", 1)),
+        case("Trilu", vec![f(&[2, 3, 4]), ints(&[1])]),
+        case("Trilu", vec![f(&[3, 4])]).attr(ai("upper", 0)),
+        case("Mod", vec![pos(&[3, 4]), In::Val(vec![0.3], vec![])]).attr(ai("fmod", 0)),
+        case("Einsum", vec![f(&[2, 3, 4]), f(&[2, 4, 5])]).attr(astr("equation", "bij,bjk->bik")),
+        case("Einsum", vec![f(&[1, 2, 3, 4]), f(&[1, 2, 5, 4])])
+            .attr(astr("equation", "bhid,bhjd->bhij")),
+        case("Einsum", vec![f(&[3, 4]), f(&[4, 2])]).attr(astr("equation", "ij,jk")),
+        case("Einsum", vec![f(&[2, 1, 3, 4]), f(&[3, 4, 2])])
+            .attr(astr("equation", "...ij,...jk->...ik")),
+        case("Einsum", vec![f(&[2, 3, 4]), f(&[4, 5])]).attr(astr("equation", "bij,jk->bk")),
+        case("Einsum", vec![f(&[2, 3, 4])]).attr(astr("equation", "bij->jb")),
+        case(
+            "DequantizeLinear",
+            vec![
+                f(&[2, 3, 4]),
+                pos(&[3]),
+                In::Val(vec![1.0, 0.0, -2.0], vec![3]),
+            ],
+        ),
+        case("DequantizeLinear", vec![f(&[2, 3]), pos(&[])]),
+        case(
+            "ConvTranspose",
+            vec![f(&[1, 2, 3, 2, 3]), f(&[2, 2, 2, 3, 2]), f(&[2])],
+        )
+        .attr(aints("strides", &[2, 1, 2]))
+        .attr(aints("pads", &[1, 0, 0, 0, 1, 1]))
+        .attr(aints("output_padding", &[1, 0, 0])),
+        case("ConvTranspose", vec![f(&[2, 4, 3, 4]), f(&[4, 1, 3, 2])])
+            .attr(ai("group", 2))
+            .attr(aints("strides", &[3, 2]))
+            .attr(aints("dilations", &[1, 2]))
+            .attr(aints("output_padding", &[2, 1])),
+        // onnxruntime contrib ops
+        case(
+            ms("FusedConv"),
+            vec![f(&[2, 3, 5, 5]), f(&[4, 3, 3, 3]), f(&[4])],
+        )
+        .attr(astr("activation", "LeakyRelu"))
+        .attr(afloats("activation_params", &[0.2]))
+        .attr(aints("pads", &[1, 1, 1, 1])),
+        case(
+            ms("FusedConv"),
+            vec![
+                f(&[1, 2, 4, 4]),
+                f(&[2, 2, 1, 1]),
+                f(&[2]),
+                f(&[1, 2, 4, 4]),
+            ],
+        )
+        .attr(astr("activation", "Sigmoid")),
+        case(ms("FusedGemm"), vec![f(&[3, 4]), f(&[5, 4]), f(&[5])])
+            .attr(ai("transB", 1))
+            .attr(astr("activation", "Tanh")),
+        case(ms("FusedGemm"), vec![f(&[3, 4]), f(&[4, 5])])
+            .attr(astr("activation", "HardSigmoid"))
+            .attr(af("activation_alpha", 0.3))
+            .attr(af("activation_beta", 0.4)),
+        case(ms("Gelu"), vec![f(&[3, 4])]),
+        case(ms("BiasGelu"), vec![f(&[3, 4]), f(&[4])]),
+        case(ms("FastGelu"), vec![f(&[3, 4]), f(&[4])]),
+        case(ms("QuickGelu"), vec![f(&[3, 4])]).attr(af("alpha", 1.5)),
+        case(ms("BiasAdd"), vec![f(&[2, 3, 4]), f(&[4]), f(&[2, 3, 4])]),
+        case(
+            ms("SkipLayerNormalization"),
+            vec![f(&[2, 3, 8]), f(&[2, 3, 8]), f(&[8]), f(&[8]), f(&[8])],
+        )
+        .attr(af("epsilon", 1e-5))
+        .outputs(4),
+        case(
+            ms("SkipSimplifiedLayerNormalization"),
+            vec![f(&[2, 3, 8]), f(&[2, 3, 8]), f(&[8])],
+        )
+        .attr(af("epsilon", 1e-5)),
+        case(
+            ms("EmbedLayerNormalization"),
+            vec![
+                In::Ints(vec![1, 4, 0, 2, 2, 3], vec![2, 3]),
+                In::Ints(vec![0, 1, 1, 0, 0, 1], vec![2, 3]),
+                f(&[5, 8]),
+                f(&[4, 8]),
+                f(&[2, 8]),
+                f(&[8]),
+                f(&[8]),
+                In::Ints(vec![1, 1, 0, 1, 1, 1], vec![2, 3]),
+            ],
+        )
+        .attr(af("epsilon", 1e-5))
+        .outputs(3),
+        case(
+            ms("Attention"),
+            vec![
+                f(&[2, 3, 8]),
+                In::F(vec![8, 24], 0.5),
+                f(&[24]),
+                In::Ints(vec![1, 1, 0, 1, 1, 1], vec![2, 3]),
+            ],
+        )
+        .attr(ai("num_heads", 2))
+        .outputs(2),
+        case(
+            ms("Attention"),
+            vec![f(&[1, 4, 6]), In::F(vec![6, 18], 0.5), f(&[18])],
+        )
+        .attr(ai("num_heads", 3))
+        .attr(ai("unidirectional", 1)),
+        case(
+            ms("MultiHeadAttention"),
+            vec![
+                f(&[2, 3, 8]),
+                f(&[2, 5, 8]),
+                f(&[2, 5, 4]),
+                f(&[20]),
+                In::Ints(vec![1, 1, 1, 0, 0, 1, 1, 1, 1, 1], vec![2, 5]),
+            ],
+        )
+        .attr(ai("num_heads", 2)),
+    ]
 }
 
 impl In {
@@ -428,8 +606,9 @@ fn run(c: &Case, node: &NodeProto, inputs: &[Option<Tensor>]) -> Vec<Tensor> {
         rng: &rng,
         state: RefCell::new(Vec::new()),
     };
+    let (domain, name) = c.op.split_once("::").unwrap_or(("", c.op));
     let op =
-        super::Op::parse("", c.op).unwrap_or_else(|| panic!("{} is not in the op table", c.op));
+        super::Op::parse(domain, name).unwrap_or_else(|| panic!("{} is not in the op table", c.op));
     let f = registry()[&op];
     f(&args).unwrap_or_else(|e| panic!("{}: {}", c.op, e.0))
 }
@@ -576,10 +755,14 @@ fn check(c: &Case, seed: u64) -> f64 {
 #[test]
 fn every_differentiable_op_has_a_gradient_case() {
     let covered: std::collections::HashSet<&str> = cases().iter().map(|c| c.op).collect();
-    let mut missing: Vec<&str> = registry()
+    let mut missing: Vec<String> = registry()
         .keys()
-        .map(|op| op.name())
-        .filter(|op| !NON_DIFFERENTIABLE.contains(op) && !covered.contains(op))
+        .map(|op| op.qualified_name())
+        .filter(|op| {
+            !NON_DIFFERENTIABLE.contains(&op.as_str())
+                && !STRAIGHT_THROUGH.contains(&op.as_str())
+                && !covered.contains(op.as_str())
+        })
         .collect();
     missing.sort_unstable();
     assert!(missing.is_empty(), "no gradient case for {missing:?}");
@@ -598,4 +781,31 @@ fn gradients_match_finite_differences_in_f64() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn quantize_passes_the_gradient_straight_through() {
+    // forward: clamp(round(x / s) + zp); backward: d/dx (x / s + zp) = 1 / s
+    let x = Var::from_tensor(
+        &Tensor::new(&[-3.2f64, -0.6, 0.49, 1.5, 2.5, 700.0], &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let c = case(
+        "QuantizeLinear",
+        vec![In::None, scalar(0.5), In::Val(vec![-1.0], vec![])],
+    )
+    .attr(ai("output_dtype", 3));
+    let node = node(&c);
+    let inputs = vec![
+        Some(x.as_tensor().clone()),
+        Some(Tensor::new(0.5f64, &Device::Cpu).unwrap()),
+        Some(Tensor::new(-1.0f64, &Device::Cpu).unwrap()),
+    ];
+    let y = run(&c, &node, &inputs).remove(0);
+    let values: Vec<f64> = y.to_vec1().unwrap();
+    // round half to even of -6.4, -1.2, 0.98, 3, 5, 1400; -1; int8 clamp
+    assert_eq!(values, vec![-7.0, -2.0, 0.0, 2.0, 4.0, 127.0]);
+    let grad = y.sum_all().unwrap().backward().unwrap();
+    let g: Vec<f64> = grad.get(x.as_tensor()).unwrap().to_vec1().unwrap();
+    assert_eq!(g, vec![2.0; 6]);
 }

@@ -10,7 +10,7 @@ pub fn register(r: &mut Registry) {
     r.insert(Op::MatMul, matmul);
 }
 
-fn gemm(args: &OpArgs) -> OpResult {
+pub(super) fn gemm(args: &OpArgs) -> OpResult {
     let a = args.input(0)?;
     let b = args.input(1)?;
     let a = if args.attr_i("transA", 0) != 0 {

@@ -22,12 +22,18 @@ use crate::executor::Mode;
 pub use reinit_graph::Op;
 
 mod activation;
+mod attention;
+pub mod contrib;
 mod conv;
+mod deconv;
+mod einsum;
 mod elementwise;
 pub mod im2col;
+mod index;
 mod linear;
 mod norm;
 mod pool;
+pub mod quant;
 mod reduce;
 mod shape;
 
@@ -46,11 +52,16 @@ pub const CONTROL_FLOW: &[Op] = &[Op::If];
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     activation::register(&mut r);
+    attention::register(&mut r);
+    contrib::register(&mut r);
     conv::register(&mut r);
+    einsum::register(&mut r);
     elementwise::register(&mut r);
+    index::register(&mut r);
     linear::register(&mut r);
     norm::register(&mut r);
     pool::register(&mut r);
+    quant::register(&mut r);
     reduce::register(&mut r);
     shape::register(&mut r);
     r

@@ -1,5 +1,5 @@
 //! BatchNormalization, LayerNormalization, GroupNormalization,
-//! InstanceNormalization — composed from mean/sub/sqrt so the gradients are
+//! InstanceNormalization, LRN — composed from mean/sub/sqrt so the gradients are
 //! candle's elementwise ones (its fused layer_norm passes no gradient).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
@@ -13,6 +13,7 @@ pub fn register(r: &mut Registry) {
     r.insert(Op::LayerNormalization, layer_norm);
     r.insert(Op::GroupNormalization, group_norm);
     r.insert(Op::InstanceNormalization, instance_norm);
+    r.insert(Op::LRN, lrn);
 }
 
 /// Per-channel view `[1, C, 1, …]` of a 1-D tensor for an input of `rank`.
@@ -339,4 +340,28 @@ fn batch_norm_train_fused(
         .mean(0)?
         .reshape(c)?;
     Ok(Some((y, mean, var)))
+}
+
+/// Local response normalisation across channels:
+/// `y = x / (bias + α/size · Σ_{window} x²)^β`, the window
+/// `[c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉]` clipped to the channels.
+fn lrn(args: &OpArgs) -> OpResult {
+    let x = args.input(0)?;
+    let size = args.attr_i("size", 0);
+    if size < 1 {
+        return Err(OpError(format!("LRN size {size} must be ≥ 1")));
+    }
+    let size = size as usize;
+    let alpha = args.attr_f("alpha", 1e-4) as f64;
+    let beta = args.attr_f("beta", 0.75) as f64;
+    let bias = args.attr_f("bias", 1.0) as f64;
+    let channels = x.dim(1)?;
+    let before = (size - 1) / 2;
+    let padded = x.sqr()?.pad_with_zeros(1, before, size - 1 - before)?;
+    let mut window = padded.narrow(1, 0, channels)?;
+    for i in 1..size {
+        window = (window + padded.narrow(1, i, channels)?)?;
+    }
+    let denom = window.affine(alpha / size as f64, bias)?.powf(beta)?;
+    Ok(vec![(x / denom)?])
 }
