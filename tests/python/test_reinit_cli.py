@@ -26,8 +26,19 @@ from conftest import (diff_initializers, find_reinit_bin, fixture_path, load_man
 MANIFEST = load_manifest()
 FIXTURES = MANIFEST["fixtures"]
 NAMES = sorted(FIXTURES)
-SCHEMES = ["he", "xavier", "lecun", "torch-default", "orthogonal", "delta-orthogonal", "critical", "eoi",
-           "idinit", "relu-share", "fixup", "lsuv", "auto"]
+
+
+def _schemes_of_the_binary():
+    """Every scheme the binary's table holds (and auto): a new scheme joins the matrix by
+    itself. Empty without a binary (the tests that use it then skip)."""
+    exe = find_reinit_bin()
+    if exe is None:
+        return []
+    out = subprocess.run([str(exe), "schemes", "--json"], capture_output=True, text=True, check=True).stdout
+    return [e["name"] for e in json.loads(out)]
+
+
+SCHEMES = _schemes_of_the_binary()
 REINIT_KEYS = {"reinit.version", "reinit.scheme", "reinit.seed", "reinit.options"}
 
 
@@ -125,9 +136,13 @@ def test_every_fixture_every_scheme(matrix, name, scheme):
             assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype, k
 
 
-def test_matrix_covers_every_scheme_the_binary_knows(reinit_bin):
+def test_the_catalog_lists_every_scheme_with_typed_parameters(reinit_bin):
     listed = json.loads(run_reinit(["schemes", "--json"]).stdout)
-    assert {e["name"] for e in listed} == set(SCHEMES)
+    assert "auto" in SCHEMES and "random-mask" in SCHEMES
+    for entry in listed:
+        for p in entry["params"]:
+            assert p["type"] in ("number", "bool", "choice"), (entry["name"], p)
+            assert p["help"] and p["default"], (entry["name"], p)
 
 
 # --------------------------------------------------------------------------- determinism
@@ -459,6 +474,30 @@ def test_eoi_mask_out_is_the_reference_trainable_mask(reinit_bin, tmp_path):
 def test_eoi_mask_mode_support_is_the_nonzero_pattern(reinit_bin, tmp_path):
     for name, (mask, w) in _eoi_masks(tmp_path, "support", "--mask-mode", "support").items():
         np.testing.assert_array_equal(mask, w != 0, err_msg=name)
+
+
+@pytest.mark.parametrize("dist", ["uniform", "erk"])
+def test_random_mask_exact_density_and_mask_out_is_the_zero_pattern(reinit_bin, tmp_path, dist):
+    """random-mask (issue 15 item 8): every layer keeps round(d·numel) weights (± one), the
+    exported mask is exactly the zero pattern in the stored layout, and one seed gives one file."""
+    out, again = tmp_path / "o.onnx", tmp_path / "again.onnx"
+    masks = tmp_path / "masks.safetensors"
+    args = [fixture_path("tiny_resnet_bn.onnx"), "--scheme", "random-mask", "--density", "0.2",
+            "--sparsity-distribution", dist, "--seed", "3", "-q", "--json"]
+    report = json.loads(run_reinit(args + ["-o", out, "--mask-out", masks]).stdout)
+    run_reinit(args + ["-o", again])
+    assert out.read_bytes() == again.read_bytes()
+    header, data = _read_safetensors(masks)
+    arrays = tensor_arrays(out)
+    planned = [w for w in report["weights"] if w.get("kind") != "bias"]
+    assert header and len(header) == len(planned)
+    for name, info in header.items():
+        start, end = info["data_offsets"]
+        mask = np.frombuffer(data[start:end], dtype=np.uint8).reshape(info["shape"]).astype(bool)
+        w = arrays[name]
+        np.testing.assert_array_equal(mask, w != 0, err_msg=name)
+        if dist == "uniform":
+            assert abs(mask.sum() - 0.2 * mask.size) <= 1, (name, mask.sum(), mask.size)
 
 
 def _read_safetensors(path):

@@ -280,24 +280,44 @@ fn _apply<'py>(
         (None, Some(path)) => reinit::Calibration::load(&path).map_err(|e| to_py(py, e))?,
         (None, None) => reinit::Calibration::Task,
     };
+    let mut params = reinit::SchemeParams::default();
+    let numbers = [
+        ("density", density),
+        ("gain", gain),
+        ("sigma-b", sigma_b),
+        ("tau", tau),
+        ("epsilon", epsilon),
+        ("q-star", q_star),
+    ];
+    let names = [
+        ("sparsity-distribution", sparsity_distribution),
+        ("distribution", distribution),
+        ("fan-mode", fan_mode),
+        ("submatrix", submatrix),
+        ("mask-mode", mask_mode),
+    ];
+    let set = |params: &mut reinit::SchemeParams| -> Result<(), Error> {
+        for (name, value) in numbers {
+            if let Some(v) = value {
+                params.set(name, v)?;
+            }
+        }
+        for (name, value) in names {
+            if let Some(v) = value {
+                params.set(name, v)?;
+            }
+        }
+        if let Some(m) = more_nonzeros {
+            params.set("more-nonzeros", m)?;
+        }
+        Ok(())
+    };
+    set(&mut params).map_err(|e| to_py(py, e))?;
     let args = ApplyArgs {
         scheme,
         seed,
         output,
-        params: reinit::SchemeParams {
-            density,
-            sparsity_distribution,
-            gain,
-            distribution,
-            fan_mode,
-            sigma_b,
-            tau,
-            epsilon,
-            q_star,
-            submatrix,
-            more_nonzeros,
-            mask_mode,
-        },
+        params,
         rules,
         rules_toml,
         only,
@@ -543,7 +563,7 @@ mod tests {
     #[test]
     fn errors_keep_the_cli_message_and_class() {
         let mut a = args("he");
-        a.params.density = Some(0.5);
+        a.params.set("density", 0.5).unwrap();
         let err = run_apply(&Source::Path(fixture("mlp_tanh.onnx")), &a, true)
             .err()
             .unwrap();

@@ -34,10 +34,32 @@ pub enum SchemeError {
     #[error("critical: activation {activation}: {reason}")]
     Infeasible { activation: String, reason: String },
     /// A scheme name that does not parse.
-    #[error(
-        "unknown scheme `{0}` (known: he, xavier, lecun, torch-default, orthogonal, delta-orthogonal, critical, eoi, idinit, relu-share, fixup, lsuv)"
-    )]
+    #[error("unknown scheme `{0}` (known: {known})", known = crate::table::scheme_names().collect::<Vec<_>>().join(", "))]
     UnknownScheme(String),
+    /// A parameter name no scheme takes.
+    #[error("unknown scheme parameter `{name}` (known: {known})")]
+    UnknownParam { name: String, known: String },
+    /// A parameter of the wrong type (a word where a number is expected, …).
+    #[error("--{param} {value}: expected {expected}")]
+    ParamType {
+        param: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// A choice parameter with a value outside its choices.
+    #[error("--{param} {value}: expected one of {choices}")]
+    BadChoice {
+        param: &'static str,
+        value: String,
+        choices: String,
+    },
+    /// Parameters given for a scheme that does not take them (a typo or a misapplied flag
+    /// would otherwise silently do nothing).
+    #[error("--{} does not apply to scheme {scheme} (see `reinit schemes`)", params.join(", --"))]
+    NotApplicable {
+        scheme: &'static str,
+        params: Vec<String>,
+    },
     /// A numerical library failed (should not happen for finite input).
     #[error("{scheme}: linear algebra failed: {reason}")]
     Numerical {

@@ -9,16 +9,16 @@ use crate::activation::Activation;
 use crate::critical::{critical_point, fixed_point_of};
 use crate::eoi::{layer_densities, sparse_orthogonal};
 use crate::error::SchemeError;
-use crate::idinit::idinit;
 use crate::layer::{LayerKind, LayerSpec, NormOptions, NormSpec};
 use crate::linalg::haar_orthogonal;
 use crate::params::{
     ConvMode, CriticalParams, CriticalTarget, DeltaOrthogonalParams, Density, DensityDistribution,
-    EoiParams, FanMode, FixupParams, GainChoice, LsuvParams, LsuvTolOn, MaskMode, Scheme,
+    EoiParams, FanMode, FixupParams, GainChoice, LsuvParams, LsuvTolOn, MaskMode,
+    OrthogonalParams, VarianceParams,
 };
-use crate::relu_share::relu_share;
 use crate::rng::{IidFill, Law, Stream};
-use crate::variance::{self, Family, bias, resolve_gain, torch_default};
+use crate::table::Scheme;
+use crate::variance::{self, Family, bias, resolve_gain};
 
 /// What a scheme produced for one weight.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,10 @@ pub enum WeightValues {
     Dense(Vec<f64>),
     /// All zeros.
     Zeros(usize),
-    /// I.i.d. draws in canonical order.
+    /// I.i.d. draws, in whatever order the consumer asks for them: [`Self::into_vec`] and
+    /// [`init_layer`] lay them out in the canonical order, but the ONNX rewrite draws them
+    /// straight in the tensor's *stored* order (no transpose; the law is the same, the value
+    /// at a given weight position differs from `init_layer`'s for transposed layouts).
     Iid(IidFill),
 }
 
@@ -118,47 +121,7 @@ pub fn init_layer_lazy(
     scheme.validate()?;
     spec.validate(scheme.name())?;
     let mut notes = Vec::new();
-    let mut mask = None;
-    let name = scheme.name();
-    let (weight, bias) = match scheme {
-        Scheme::He(p) => variance::variance_scaling(Family::He, p, spec, rng, &mut notes, name)?,
-        Scheme::Xavier(p) => {
-            variance::variance_scaling(Family::Xavier, p, spec, rng, &mut notes, name)?
-        }
-        Scheme::Lecun(p) => {
-            variance::variance_scaling(Family::Lecun, p, spec, rng, &mut notes, name)?
-        }
-        Scheme::TorchDefault => torch_default(spec, rng),
-        Scheme::Orthogonal(p) => {
-            let gain = resolve_gain(p.gain, spec, &mut notes);
-            (
-                dense(orthogonal_flat(spec, gain, rng)),
-                bias(p.bias, spec, rng),
-            )
-        }
-        Scheme::DeltaOrthogonal(p) => {
-            let (gain, sigma_b) = delta_orthogonal_gain(p, spec, &mut notes)?;
-            let w = orthogonal_delta(spec, gain, rng, &mut notes);
-            (dense(w), normal_bias(spec, sigma_b, rng))
-        }
-        Scheme::Critical(p) => with_dense(critical(p, spec, rng, &mut notes)?),
-        Scheme::Eoi(p) => {
-            let d = layer_densities(std::slice::from_ref(spec), p)[0];
-            let (w, b, m) = eoi_layer(p, d, spec, rng, &mut notes)?;
-            mask = m;
-            (dense(w), b)
-        }
-        Scheme::IdInit(p) => with_dense(idinit(p, spec, rng, &mut notes)),
-        Scheme::ReluShare(p) => with_dense(relu_share(p, spec, rng, &mut notes)?),
-        Scheme::Fixup(p) => fixup(p, spec, rng, &mut notes)?,
-        Scheme::Lsuv(_) => {
-            notes.push("lsuv: orthonormal pre-init only; the variance rescaling needs forward passes (trainer)".into());
-            (
-                dense(orthogonal_flat(spec, 1.0, rng)),
-                spec.has_bias.then(|| vec![0.0; spec.bias_len()]),
-            )
-        }
-    };
+    let (weight, bias, mask) = scheme.fill(spec, rng, &mut notes)?;
     debug_assert_eq!(weight.len(), spec.numel());
     Ok(LazyLayerInit {
         weight,
@@ -168,11 +131,67 @@ pub fn init_layer_lazy(
     })
 }
 
+/// He / Xavier / LeCun, by `scheme`'s variant.
+pub(crate) fn variance_scheme(
+    scheme: &Scheme,
+    p: &VarianceParams,
+    spec: &LayerSpec,
+    rng: &mut Stream,
+    notes: &mut Vec<String>,
+) -> Result<(WeightValues, Option<Vec<f64>>), SchemeError> {
+    let family = match scheme {
+        Scheme::Xavier(_) => Family::Xavier,
+        Scheme::Lecun(_) => Family::Lecun,
+        _ => Family::He,
+    };
+    variance::variance_scaling(family, p, spec, rng, notes, scheme.name())
+}
+
+pub(crate) fn orthogonal(
+    p: &OrthogonalParams,
+    spec: &LayerSpec,
+    rng: &mut Stream,
+    notes: &mut Vec<String>,
+) -> (WeightValues, Option<Vec<f64>>) {
+    let gain = resolve_gain(p.gain, spec, notes);
+    (
+        dense(orthogonal_flat(spec, gain, rng)),
+        bias(p.bias, spec, rng),
+    )
+}
+
+pub(crate) fn delta_orthogonal(
+    p: &DeltaOrthogonalParams,
+    spec: &LayerSpec,
+    rng: &mut Stream,
+    notes: &mut Vec<String>,
+) -> Result<(WeightValues, Option<Vec<f64>>), SchemeError> {
+    let (gain, sigma_b) = delta_orthogonal_gain(p, spec, notes)?;
+    let w = orthogonal_delta(spec, gain, rng, notes);
+    Ok((dense(w), normal_bias(spec, sigma_b, rng)))
+}
+
+/// LSUV's orthonormal pre-init (the rescaling needs forward passes: the caller's).
+pub(crate) fn lsuv_pre_init(
+    spec: &LayerSpec,
+    rng: &mut Stream,
+    notes: &mut Vec<String>,
+) -> (WeightValues, Option<Vec<f64>>) {
+    notes.push(
+        "lsuv: orthonormal pre-init only; the variance rescaling needs forward passes (trainer)"
+            .into(),
+    );
+    (
+        dense(orthogonal_flat(spec, 1.0, rng)),
+        spec.has_bias.then(|| vec![0.0; spec.bias_len()]),
+    )
+}
+
 fn dense(w: Vec<f64>) -> WeightValues {
     WeightValues::Dense(w)
 }
 
-fn with_dense((w, b): (Vec<f64>, Option<Vec<f64>>)) -> (WeightValues, Option<Vec<f64>>) {
+pub(crate) fn with_dense((w, b): (Vec<f64>, Option<Vec<f64>>)) -> (WeightValues, Option<Vec<f64>>) {
     (dense(w), b)
 }
 
@@ -184,18 +203,17 @@ pub fn init_many<S: AsRef<str> + Sync>(
     scheme: &Scheme,
     seed: u64,
 ) -> Vec<Result<LayerInit, SchemeError>> {
-    let per_layer: Vec<Scheme> = match scheme {
-        Scheme::Eoi(p) if p.distribution != DensityDistribution::Uniform => {
+    let per_layer: Vec<Scheme> = match scheme.sparsity() {
+        Some((density, distribution)) if distribution != DensityDistribution::Uniform => {
             let specs: Vec<LayerSpec> = layers.iter().map(|(_, s)| s.clone()).collect();
-            layer_densities(&specs, p)
+            let spread = EoiParams {
+                density,
+                distribution,
+                ..EoiParams::default()
+            };
+            layer_densities(&specs, &spread)
                 .into_iter()
-                .map(|d| {
-                    Scheme::Eoi(EoiParams {
-                        density: Density::new(d).unwrap_or(p.density),
-                        distribution: DensityDistribution::Uniform,
-                        ..*p
-                    })
-                })
+                .map(|d| scheme.at_layer_density(Density::new(d).unwrap_or(density)))
                 .collect()
         }
         _ => vec![*scheme; layers.len()],
@@ -206,24 +224,19 @@ pub fn init_many<S: AsRef<str> + Sync>(
         .map(|((name, spec), s)| {
             let mut rng = Stream::new(seed, name.as_ref(), scheme.name());
             let mut r = init_layer(s, spec, &mut rng);
-            if let (Ok(init), Scheme::Eoi(p)) = (&mut r, s)
-                && p.density != scheme_density(scheme)
+            if let (Ok(init), Some((density, _)), Some((global, _))) =
+                (&mut r, s.sparsity(), scheme.sparsity())
+                && density != global
             {
                 init.notes.push(format!(
-                    "eoi: layer density {:.4} from the distribution",
-                    p.density.get()
+                    "{}: layer density {:.4} from the distribution",
+                    scheme.name(),
+                    density.get()
                 ));
             }
             r
         })
         .collect()
-}
-
-fn scheme_density(s: &Scheme) -> Density {
-    match s {
-        Scheme::Eoi(p) => p.density,
-        _ => Density::new(1.0).expect("1 is a valid density"),
-    }
 }
 
 /// New γ/β for a norm layer, or `None` to leave it. `zero_init_last_gamma` zeroes norms that
@@ -418,7 +431,7 @@ pub(crate) fn critical_variances(
     Ok((sw2, sb2))
 }
 
-fn critical(
+pub(crate) fn critical(
     p: &CriticalParams,
     spec: &LayerSpec,
     rng: &mut Stream,
@@ -529,7 +542,7 @@ fn trainable_conv_mask(w: &[f64], d: f64, rng: &mut Stream) -> Vec<bool> {
 /// layers He normal × `L^(−1/(2m−2))`; layers outside branches (stem, projection shortcuts)
 /// He normal unscaled. He uses gain √2 and `fan_mode` (fan_out by default, as the official
 /// code). Biases 0.
-fn fixup(
+pub(crate) fn fixup(
     p: &FixupParams,
     spec: &LayerSpec,
     rng: &mut Stream,

@@ -13,6 +13,7 @@
 //! `groups·n_out` or `None` (leave as is).
 
 mod activation;
+mod builtin;
 mod critical;
 mod eoi;
 mod error;
@@ -22,8 +23,10 @@ mod layer;
 mod linalg;
 mod params;
 mod quadrature;
+mod random_mask;
 mod relu_share;
 mod rng;
+mod table;
 mod variance;
 
 pub use activation::{Activation, PRELU_INIT_SLOPE};
@@ -50,8 +53,12 @@ pub use params::{
     BiasInit, BranchLast, ClassifierRule, ConvMode, CriticalParams, CriticalTarget,
     DeltaOrthogonalParams, Density, DensityDistribution, Distribution, EoiParams, FanMode,
     FixupParams, Gain, GainChoice, IdConvRule, IdIndexRule, IdInitParams, LsuvParams, LsuvTolOn,
-    MaskMode, OddWidth, OrthogonalParams, ReluShareParams, SCHEME_NAMES, Scheme, Submatrix,
-    VarianceParams,
+    MaskMode, OddWidth, OrthogonalParams, ReluShareParams, Submatrix, VarianceParams,
 };
 pub use quadrature::{GaussHermite, gauss_hermite};
+pub use random_mask::{MaskBase, RandomMaskParams};
 pub use rng::{IidFill, Law, STREAM_VERSION, Stream};
+pub use table::{
+    Given, ParamDef, ParamKind, ParamValue, ParamValues, SCHEMES, Scheme, SchemeDef, SharedParam,
+    all_params, lookup, scheme_names,
+};

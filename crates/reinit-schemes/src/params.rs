@@ -1,7 +1,5 @@
-//! The [`Scheme`] enum, its CLI names and typed, validated parameters.
-
-use std::fmt;
-use std::str::FromStr;
+//! Typed, validated parameters of the schemes (the [`Scheme`](crate::Scheme) enum and
+//! its names live in the scheme table, `table.rs`).
 
 use crate::error::SchemeError;
 
@@ -11,11 +9,16 @@ pub struct Density(f64);
 
 impl Density {
     pub fn new(d: f64) -> Result<Self, SchemeError> {
+        Density::of_scheme("eoi", d)
+    }
+
+    /// As [`Density::new`], naming `scheme` in the error.
+    pub fn of_scheme(scheme: &'static str, d: f64) -> Result<Self, SchemeError> {
         if d.is_finite() && d > 0.0 && d <= 1.0 {
             Ok(Density(d))
         } else {
             Err(SchemeError::InvalidParam {
-                scheme: "eoi",
+                scheme,
                 param: "density",
                 value: d.to_string(),
                 reason: "must be in (0, 1]".into(),
@@ -287,24 +290,6 @@ pub struct LsuvParams {
     pub bias_shift: bool,
 }
 
-/// An initialization scheme with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Scheme {
-    He(VarianceParams),
-    Xavier(VarianceParams),
-    Lecun(VarianceParams),
-    /// What PyTorch `Linear`/`ConvNd` start from: `U(±1/√fan_in)` weights and biases.
-    TorchDefault,
-    Orthogonal(OrthogonalParams),
-    DeltaOrthogonal(DeltaOrthogonalParams),
-    Critical(CriticalParams),
-    Eoi(EoiParams),
-    IdInit(IdInitParams),
-    ReluShare(ReluShareParams),
-    Fixup(FixupParams),
-    Lsuv(LsuvParams),
-}
-
 impl Default for VarianceParams {
     fn default() -> Self {
         VarianceParams {
@@ -401,165 +386,10 @@ impl Default for LsuvParams {
     }
 }
 
-/// All CLI names, in documentation order.
-pub const SCHEME_NAMES: [&str; 12] = [
-    "he",
-    "xavier",
-    "lecun",
-    "torch-default",
-    "orthogonal",
-    "delta-orthogonal",
-    "critical",
-    "eoi",
-    "idinit",
-    "relu-share",
-    "fixup",
-    "lsuv",
-];
-
-impl Scheme {
-    /// Whether the scheme's weights are i.i.d. draws (or zeros), which
-    /// [`init_layer_lazy`](crate::init_layer_lazy) leaves undrawn so they can
-    /// be produced piece by piece.
-    pub fn draws_iid(&self) -> bool {
-        matches!(
-            self,
-            Scheme::He(_)
-                | Scheme::Xavier(_)
-                | Scheme::Lecun(_)
-                | Scheme::TorchDefault
-                | Scheme::Fixup(_)
-        )
-    }
-
-    /// The CLI name (also the scheme id of its random streams).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Scheme::He(_) => "he",
-            Scheme::Xavier(_) => "xavier",
-            Scheme::Lecun(_) => "lecun",
-            Scheme::TorchDefault => "torch-default",
-            Scheme::Orthogonal(_) => "orthogonal",
-            Scheme::DeltaOrthogonal(_) => "delta-orthogonal",
-            Scheme::Critical(_) => "critical",
-            Scheme::Eoi(_) => "eoi",
-            Scheme::IdInit(_) => "idinit",
-            Scheme::ReluShare(_) => "relu-share",
-            Scheme::Fixup(_) => "fixup",
-            Scheme::Lsuv(_) => "lsuv",
-        }
-    }
-
-    /// Checks every parameter's domain.
-    pub fn validate(&self) -> Result<(), SchemeError> {
-        let scheme = self.name();
-        let bad = |param: &'static str, value: f64, reason: &str| {
-            Err(SchemeError::InvalidParam {
-                scheme,
-                param,
-                value: value.to_string(),
-                reason: reason.to_string(),
-            })
-        };
-        let nonneg = |param: &'static str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                bad(param, v, "must be finite and >= 0")
-            }
-        };
-        match self {
-            Scheme::Critical(p) => match p.target {
-                CriticalTarget::QStar(q) if !(q.is_finite() && q > 0.0) => {
-                    bad("q_star", q, "must be finite and > 0")
-                }
-                CriticalTarget::Explicit { sigma_w2, sigma_b2 } => {
-                    if !(sigma_w2.is_finite() && sigma_w2 > 0.0) {
-                        return bad("sigma_w2", sigma_w2, "must be finite and > 0");
-                    }
-                    nonneg("sigma_b2", sigma_b2)
-                }
-                _ => Ok(()),
-            },
-            Scheme::DeltaOrthogonal(p) => nonneg("sigma_b", p.sigma_b),
-            Scheme::Eoi(p) => nonneg("sigma_b", p.sigma_b),
-            Scheme::IdInit(p) => {
-                if !p.tau.is_finite() {
-                    return bad("tau", p.tau, "must be finite");
-                }
-                if !p.epsilon.is_finite() {
-                    return bad("epsilon", p.epsilon, "must be finite");
-                }
-                nonneg("loose_std", p.loose_std)
-            }
-            Scheme::ReluShare(p) => nonneg("sigma_b", p.sigma_b),
-            Scheme::Lsuv(p) => {
-                if !(p.target_var.is_finite() && p.target_var > 0.0) {
-                    return bad("target_var", p.target_var, "must be finite and > 0");
-                }
-                if !(p.tol.is_finite() && p.tol > 0.0) {
-                    return bad("tol", p.tol, "must be finite and > 0");
-                }
-                if p.max_iter == 0 {
-                    return bad("max_iter", 0.0, "must be at least 1");
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-impl FromStr for Scheme {
-    type Err = SchemeError;
-
-    /// Parses a CLI name into the scheme with its default parameters.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(
-            match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-                "he" | "kaiming" => Scheme::He(VarianceParams::default()),
-                "xavier" | "glorot" => Scheme::Xavier(VarianceParams {
-                    gain: GainChoice::Fixed(Gain(1.0)),
-                    ..VarianceParams::default()
-                }),
-                "lecun" => Scheme::Lecun(VarianceParams {
-                    gain: GainChoice::Fixed(Gain(1.0)),
-                    ..VarianceParams::default()
-                }),
-                "torch-default" => Scheme::TorchDefault,
-                "orthogonal" => Scheme::Orthogonal(OrthogonalParams::default()),
-                "delta-orthogonal" => Scheme::DeltaOrthogonal(DeltaOrthogonalParams::default()),
-                "critical" => Scheme::Critical(CriticalParams::default()),
-                "eoi" => Scheme::Eoi(EoiParams::default()),
-                "idinit" => Scheme::IdInit(IdInitParams::default()),
-                "relu-share" => Scheme::ReluShare(ReluShareParams::default()),
-                "fixup" => Scheme::Fixup(FixupParams::default()),
-                "lsuv" => Scheme::Lsuv(LsuvParams::default()),
-                _ => return Err(SchemeError::UnknownScheme(s.to_string())),
-            },
-        )
-    }
-}
-
-impl fmt::Display for Scheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for name in SCHEME_NAMES {
-            let s: Scheme = name.parse().unwrap();
-            assert_eq!(s.name(), name);
-            assert!(s.validate().is_ok());
-        }
-        assert!("nope".parse::<Scheme>().is_err());
-    }
+    use crate::Scheme;
 
     #[test]
     fn checked_types() {

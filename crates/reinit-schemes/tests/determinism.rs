@@ -50,7 +50,9 @@ fn golden_stream_values() {
 }
 
 fn all_schemes() -> Vec<Scheme> {
-    let mut v: Vec<Scheme> = SCHEME_NAMES.iter().map(|n| n.parse().unwrap()).collect();
+    let mut v: Vec<Scheme> = reinit_schemes::scheme_names()
+        .map(|n| n.parse().unwrap())
+        .collect();
     v.push(Scheme::Eoi(EoiParams {
         density: Density::new(0.3).unwrap(),
         distribution: DensityDistribution::Erk,

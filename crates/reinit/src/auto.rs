@@ -4,6 +4,9 @@ use reinit_graph::{Activation, Analysis, Role};
 
 use crate::params::SchemeParams;
 
+/// What `auto` does, as `reinit schemes` shows it (the rules are [`choose`]'s).
+pub const AUTO_SUMMARY: &str = "per layer: idinit in residual branches, relu-share (orthogonal submatrix) on plain ReLU chains, critical before tanh, delta-orthogonal for convs, orthogonal elsewhere";
+
 /// The scheme name for layer `index` and why.
 pub fn choose(analysis: &Analysis, index: usize) -> (&'static str, String) {
     let layer = &analysis.layers[index];
@@ -55,8 +58,10 @@ pub fn choose(analysis: &Analysis, index: usize) -> (&'static str, String) {
 /// the squared singular values grows with depth), and `auto` promises isometry.
 pub fn params(chosen: &str, params: &SchemeParams) -> SchemeParams {
     let mut params = params.clone();
-    if chosen == "relu-share" && params.submatrix.is_none() {
-        params.submatrix = Some("orthogonal".into());
+    if chosen == "relu-share" && params.values().get("submatrix").is_none() {
+        params
+            .set("submatrix", "orthogonal")
+            .expect("submatrix is a choice parameter of the table");
     }
     params
 }

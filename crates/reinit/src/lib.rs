@@ -27,6 +27,7 @@
 mod apply;
 mod auto;
 mod calibration;
+mod catalog;
 pub mod error;
 #[cfg(feature = "verify")]
 mod lsuv;
@@ -42,6 +43,8 @@ mod verify;
 
 pub use apply::{Applied, Mask, apply, apply_with_progress};
 pub use calibration::{Calibration, SampleArray, Samples};
+pub use auto::AUTO_SUMMARY;
+pub use catalog::{catalog, catalog_text};
 pub use error::Error;
 pub use params::SchemeParams;
 pub use plan::{Kept, Plan, PlanOptions, PlannedWeight, plan, plan_with};

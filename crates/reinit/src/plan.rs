@@ -5,7 +5,7 @@
 use regex::Regex;
 use reinit_graph::Analysis;
 use reinit_onnx::{Model, TensorId};
-use reinit_schemes::{Density, DensityDistribution, LayerSpec, NormOptions, Scheme};
+use reinit_schemes::{Density, DensityDistribution, EoiParams, LayerSpec, NormOptions, Scheme};
 
 use crate::calibration::Calibration;
 use crate::error::Error;
@@ -260,29 +260,37 @@ fn planned(
     }
 }
 
-/// EOI's per-layer densities depend on every EOI layer of the model (ERK):
-/// resolve them now so each layer can be filled on its own.
+/// Sparse schemes' per-layer densities (EOI, random-mask) depend on every layer of that
+/// scheme in the model (ERK): resolve them now so each layer can be filled on its own.
 fn set_layer_densities(weights: &mut [PlannedWeight]) -> Result<(), Error> {
-    let eoi: Vec<usize> = (0..weights.len())
-        .filter(|&i| matches!(&weights[i].scheme, Scheme::Eoi(p) if p.distribution != DensityDistribution::Uniform))
-        .collect();
-    let Some(&first) = eoi.first() else {
-        return Ok(());
-    };
-    let Scheme::Eoi(params) = weights[first].scheme else {
-        return Ok(());
-    };
-    let specs: Vec<LayerSpec> = eoi.iter().map(|&i| weights[i].spec.clone()).collect();
-    let densities = reinit_schemes::layer_densities(&specs, &params);
-    for (&i, d) in eoi.iter().zip(densities) {
-        if let Scheme::Eoi(p) = &mut weights[i].scheme {
-            p.density =
-                Density::new(d.clamp(1e-6, 1.0)).map_err(|e| Error::Usage(e.to_string()))?;
-            p.distribution = DensityDistribution::Uniform;
-            weights[i].reason.push_str(&format!(
-                " (layer density {d:.4} from {:?})",
-                params.distribution
-            ));
+    let mut done = vec![false; weights.len()];
+    for first in 0..weights.len() {
+        let scheme = weights[first].scheme;
+        let Some((density, distribution)) = scheme.sparsity() else {
+            continue;
+        };
+        if done[first] || distribution == DensityDistribution::Uniform {
+            continue;
+        }
+        // Every layer of the same scheme and parameters shares the distribution.
+        let group: Vec<usize> = (first..weights.len())
+            .filter(|&i| weights[i].scheme == scheme)
+            .collect();
+        let specs: Vec<LayerSpec> = group.iter().map(|&i| weights[i].spec.clone()).collect();
+        let spread = EoiParams {
+            density,
+            distribution,
+            ..EoiParams::default()
+        };
+        let densities = reinit_schemes::layer_densities(&specs, &spread);
+        for (&i, d) in group.iter().zip(densities) {
+            done[i] = true;
+            let layer_density = Density::of_scheme(scheme.name(), d.clamp(1e-6, 1.0))
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            weights[i].scheme = scheme.at_layer_density(layer_density);
+            weights[i]
+                .reason
+                .push_str(&format!(" (layer density {d:.4} from {distribution:?})"));
         }
     }
     Ok(())
@@ -372,7 +380,7 @@ mod tests {
                 .all(|w| submatrix(w) == reinit_schemes::Submatrix::Orthogonal)
         );
         let mut gaussian = options("auto");
-        gaussian.params.submatrix = Some("gaussian".into());
+        gaussian.params.set("submatrix", "gaussian").unwrap();
         let plan = super::plan(&fixture("mlp_relu.onnx"), &gaussian).unwrap();
         assert!(
             plan.weights

@@ -101,7 +101,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rules.len(), 2);
-        assert_eq!(rules[0].params.tau, Some(0.5));
+        assert_eq!(
+            rules[0].params.values().get("tau"),
+            Some(&reinit_schemes::ParamValue::Number(0.5))
+        );
         assert!(rules[0].matches("layer1.0.conv1.weight", "/x"));
         assert!(!rules[0].matches("x.layer1", "/y"));
         assert!(rules[1].matches("w", "/fc/Gemm"));

@@ -47,6 +47,7 @@ pub fn verify(
     for scheme in schemes {
         params.scheme(scheme, false)?;
     }
+    params.check_applies_to_some(schemes)?;
     let scratch = tempfile::tempdir().map_err(|e| Error::Io {
         path: std::env::temp_dir(),
         source: e,

@@ -7,7 +7,7 @@ use common::*;
 
 /// Every scheme the schemes crate knows, and `auto`.
 fn schemes() -> impl Iterator<Item = &'static str> {
-    reinit_schemes::SCHEME_NAMES.into_iter().chain(["auto"])
+    reinit_schemes::scheme_names().chain(["auto"])
 }
 const MODELS: &[&str] = &[
     "tiny_resnet_bn_external.onnx",

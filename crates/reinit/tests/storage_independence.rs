@@ -196,10 +196,7 @@ fn eoi_masks_are_the_support_of_the_stored_weights() {
     let model = Model::load(&path).unwrap();
     let options = PlanOptions {
         scheme: "eoi".into(),
-        params: SchemeParams {
-            density: Some(0.3),
-            ..Default::default()
-        },
+        params: SchemeParams::default().with("density", 0.3).unwrap(),
         ..Default::default()
     };
     let plan = plan(&model, &options).unwrap();
@@ -212,6 +209,44 @@ fn eoi_masks_are_the_support_of_the_stored_weights() {
         let support: Vec<bool> = stored.iter().map(|&v| v != 0.0).collect();
         assert!(support == mask.values, "{}", mask.name);
         assert!(support.iter().any(|&b| !b) && support.iter().any(|&b| b));
+    }
+}
+
+#[test]
+fn random_mask_masks_are_the_zero_pattern_at_the_exact_density() {
+    // random-mask (issue 15 item 8) through the library, MatMul(X, W) layouts included:
+    // each layer keeps round(d·numel) weights, and the mask is what is written.
+    use reinit::{PlanOptions, SchemeParams, apply_to_bytes, plan};
+    let dir = tempfile::tempdir().unwrap();
+    let path = mlp(dir.path(), "m.onnx", &[300, 257, 300, 40], false);
+    let model = Model::load(&path).unwrap();
+    for base in ["he", "orthogonal"] {
+        let options = PlanOptions {
+            scheme: "random-mask".into(),
+            params: SchemeParams::default()
+                .with("density", 0.3)
+                .unwrap()
+                .with("base", base)
+                .unwrap(),
+            ..Default::default()
+        };
+        let plan = plan(&model, &options).unwrap();
+        let (applied, bytes) = apply_to_bytes(&model, &plan, 4, &|| {}).unwrap();
+        let (_, again) = apply_to_bytes(&model, &plan, 4, &|| {}).unwrap();
+        assert!(bytes == again, "{base}: not deterministic");
+        let written = Model::from_bytes(bytes, Some(dir.path())).unwrap();
+        assert_eq!(applied.masks.len(), 3);
+        for mask in &applied.masks {
+            let id = written.find_tensor(&mask.name).unwrap();
+            let stored = written.read_f64(id).unwrap();
+            let support: Vec<bool> = stored.iter().map(|&v| v != 0.0).collect();
+            assert!(support == mask.values, "{base}: {}", mask.name);
+            let kept = support.iter().filter(|&&b| b).count() as f64;
+            assert!(
+                (kept - 0.3 * support.len() as f64).abs() <= 1.0,
+                "{base}: {kept}"
+            );
+        }
     }
 }
 

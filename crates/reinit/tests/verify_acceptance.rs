@@ -50,10 +50,9 @@ fn variant(
 }
 
 fn relu_share_orthogonal() -> SchemeParams {
-    SchemeParams {
-        submatrix: Some("orthogonal".into()),
-        ..Default::default()
-    }
+    SchemeParams::default()
+        .with("submatrix", "orthogonal")
+        .unwrap()
 }
 
 fn run(models: Vec<(String, Model)>, config: &VerifyConfig) -> VerifyReport {
@@ -204,6 +203,31 @@ fn eoi_masks_stay_exact_through_the_cli() {
         assert_eq!(run["scheme"], "eoi");
         assert_eq!(run["mask_exact"], true, "{name}: {run:#?}");
     }
+}
+
+/// The EOI paper's comparison (issue 15 item 8): EOI and a random mask on a dense init at
+/// the same density, side by side; both zero patterns are held fixed while training.
+#[test]
+fn random_mask_is_held_fixed_next_to_eoi() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reinit"))
+        .arg("verify")
+        .arg(fixture("mlp_relu.onnx"))
+        .args(["--schemes", "eoi,random-mask", "--density", "0.125"])
+        .args(["--json", "--quiet", "--steps", "10"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        assert_eq!(run["mask_exact"], true, "{run:#?}");
+    }
+    assert_eq!(runs[1]["scheme"], "random-mask");
 }
 
 /// The same through the library: the mask from `apply` is the one enforced.
@@ -403,10 +427,7 @@ fn input_q_scales_inputs_and_critical_reports_q_star() {
 #[test]
 fn eoi_conv_masks_held_in_training_are_trainable_masks_at_density_d() {
     let dir = tempfile::tempdir().unwrap();
-    let params = SchemeParams {
-        density: Some(0.2),
-        ..Default::default()
-    };
+    let params = SchemeParams::default().with("density", 0.2).unwrap();
     let (model, mask) = variant("tiny_resnet_bn.onnx", "eoi", params, 5, dir.path());
     let mask = mask.expect("eoi has masks");
     let exec = Executor::new(&model, &TrainConfig::default().device).unwrap();

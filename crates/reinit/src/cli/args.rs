@@ -87,7 +87,7 @@ pub struct ApplyArgs {
     /// Print one JSON report on stdout (logs stay on stderr).
     #[arg(long)]
     pub json: bool,
-    /// Write the EOI sparsity masks as safetensors, keyed by initializer name.
+    /// Write the sparsity masks (eoi, random-mask) as safetensors, keyed by initializer name.
     #[arg(long, value_name = "FILE")]
     pub mask_out: Option<PathBuf>,
     /// Print nothing on stderr but errors.
