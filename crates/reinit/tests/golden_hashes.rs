@@ -32,7 +32,7 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 fn schemes() -> impl Iterator<Item = &'static str> {
-    reinit_schemes::SCHEME_NAMES.into_iter().chain(["auto"])
+    reinit_schemes::scheme_names().chain(["auto"])
 }
 
 fn sha256(path: &Path) -> String {
