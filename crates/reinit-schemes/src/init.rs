@@ -13,8 +13,8 @@ use crate::layer::{LayerKind, LayerSpec, NormOptions, NormSpec};
 use crate::linalg::haar_orthogonal;
 use crate::params::{
     ConvMode, CriticalParams, CriticalTarget, DeltaOrthogonalParams, Density, DensityDistribution,
-    EoiParams, FanMode, FixupParams, GainChoice, LsuvParams, LsuvTolOn, MaskMode,
-    OrthogonalParams, VarianceParams,
+    EoiParams, FanMode, FixupParams, GainChoice, LsuvParams, LsuvTolOn, MaskMode, OrthogonalParams,
+    VarianceParams,
 };
 use crate::rng::{IidFill, Law, Stream};
 use crate::table::Scheme;

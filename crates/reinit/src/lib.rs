@@ -42,8 +42,8 @@ mod streamed;
 mod verify;
 
 pub use apply::{Applied, Mask, apply, apply_with_progress};
-pub use calibration::{Calibration, SampleArray, Samples};
 pub use auto::AUTO_SUMMARY;
+pub use calibration::{Calibration, SampleArray, Samples};
 pub use catalog::{catalog, catalog_text};
 pub use error::Error;
 pub use params::SchemeParams;
