@@ -90,6 +90,20 @@ impl Split {
             len: idx.len(),
         })
     }
+
+    /// Rows `start..start + len` as views of the same storage (no copy).
+    fn range(&self, start: usize, len: usize) -> Result<Split, ExecError> {
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.narrow(0, start, len)?)))
+            .collect::<Result<_, ExecError>>()?;
+        Ok(Split {
+            inputs,
+            targets: self.targets.narrow(0, start, len)?,
+            len,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +294,7 @@ impl Task {
             size
         };
         let n = size.train + size.heldout;
+        crate::memory::check_task_data(n, 4 * sample.iter().product::<usize>() as u64)?;
         let mut rng = Rng::new(seed ^ 0x7461_736b);
 
         // Auxiliary inputs: masks ones, positions 0..n-1, others zeros / true.
@@ -517,11 +532,13 @@ impl Task {
             }
             let mut inputs = aux(n)?;
             inputs.insert(main.name.clone(), x);
-            let y = if micro_batch {
-                run_micro(&teacher, &inputs, n, Mode::Eval)?
-            } else {
-                teacher.forward(&inputs, Mode::Eval)?.first().clone()
-            };
+            // in chunks: one pass over every sample would hold all their activations
+            let y = run_chunked(
+                &teacher,
+                &inputs,
+                n,
+                if micro_batch { 1 } else { TEACHER_CHUNK },
+            )?;
             (
                 "teacher-regression",
                 format!(
@@ -570,13 +587,12 @@ impl Task {
             targets,
             len: total,
         };
-        let train_idx: Vec<usize> = (0..n_train).collect();
-        let held_idx: Vec<usize> = (n_train..total).collect();
         Ok(Task {
             name: name.to_string(),
             loss,
-            train: all.rows(&train_idx, &Device::Cpu)?,
-            heldout: all.rows(&held_idx, &Device::Cpu)?,
+            // views: the samples are held once
+            train: all.range(0, n_train)?,
+            heldout: all.range(n_train, total - n_train)?,
             micro_batch,
             info: TaskInfo {
                 name: name.to_string(),
@@ -603,6 +619,31 @@ enum FloatOrIds {
 
 fn second_moment(v: &[f32]) -> f64 {
     v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Samples per teacher pass (bounded memory for image-sized inputs).
+const TEACHER_CHUNK: usize = 16;
+
+/// [`Mode::Eval`] passes over `n` samples `chunk` at a time, first outputs
+/// concatenated.
+fn run_chunked(
+    exec: &Executor,
+    inputs: &HashMap<String, Tensor>,
+    n: usize,
+    chunk: usize,
+) -> Result<Tensor, ExecError> {
+    let mut outs = Vec::with_capacity(n.div_ceil(chunk.max(1)));
+    let mut start = 0;
+    while start < n {
+        let len = chunk.max(1).min(n - start);
+        let part: HashMap<String, Tensor> = inputs
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.narrow(0, start, len)?)))
+            .collect::<Result<_, ExecError>>()?;
+        outs.push(exec.forward(&part, Mode::Eval)?.first().clone());
+        start += len;
+    }
+    Ok(Tensor::cat(&outs, 0)?)
 }
 
 /// Runs a graph that takes one sample at a time over `n` samples and

@@ -62,6 +62,10 @@ pub enum ExecError {
     Usage(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The run would need more memory than the process may use (estimated
+    /// before allocating; see `memory`).
+    #[error("out of memory budget: {0}")]
+    TooLarge(String),
 }
 
 fn list(ops: &[UnsupportedOp]) -> String {

@@ -95,6 +95,32 @@ pub struct Executor {
     outputs: Vec<String>,
     layers: Vec<Layer>,
     rng: RefCell<ChaCha8Rng>,
+    /// Per top-level node: the values whose last reader it is (graph outputs
+    /// excluded), dropped from the environment once it has run so that an
+    /// untracked forward holds only the live activations.
+    last_readers: Vec<Vec<String>>,
+}
+
+/// Ops whose output shares its input's storage (or is a shape): not counted
+/// by [`Executor::activation_bytes`].
+const VIEW_OPS: &[&str] = &[
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Shape",
+    "Constant",
+    "Size",
+];
+
+/// How one graph run treats its environment.
+#[derive(Clone, Copy)]
+struct RunPlan<'a> {
+    /// See `Executor::last_readers`; empty inside subgraphs.
+    release: &'a [Vec<String>],
+    /// Adds the bytes of every float node output computed.
+    count: Option<&'a std::cell::Cell<u64>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -303,6 +329,7 @@ impl Executor {
             .map(|v| v.name.clone().unwrap_or_default())
             .collect();
         let layers = main_graph_layers(model, &graph, &param_index, &params);
+        let last_readers = last_readers(&graph);
         Ok(Executor {
             device: device.clone(),
             dtype,
@@ -316,6 +343,7 @@ impl Executor {
             outputs,
             layers,
             rng: RefCell::new(ChaCha8Rng::seed_from_u64(0)),
+            last_readers,
         })
     }
 
@@ -374,15 +402,53 @@ impl Executor {
 
     /// Runs the graph on `inputs` (by graph input name) and returns the graph
     /// outputs plus the values named in `probes` (any node output).
+    ///
+    /// In [`Mode::Eval`] the weights enter detached: nothing is recorded for
+    /// backpropagation, so each intermediate value is freed after its last
+    /// reader and the pass holds only the live activations (no gradient can
+    /// be taken of an Eval output).
     pub fn forward_probed(
         &self,
         inputs: &HashMap<String, Tensor>,
         mode: Mode,
         probes: &[String],
     ) -> Result<Outputs, ExecError> {
+        self.forward_planned(inputs, mode, probes, None, mode == Mode::Eval)
+    }
+
+    /// [`Executor::forward`] with the weights detached in any mode: a
+    /// backward from its outputs reaches the inputs only (the Jacobian probe
+    /// makes its input a `Var`).
+    pub fn forward_frozen(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        mode: Mode,
+    ) -> Result<Outputs, ExecError> {
+        self.forward_planned(inputs, mode, &[], None, true)
+    }
+
+    /// Bytes of the float values one [`Mode::Eval`] pass on `inputs` computes
+    /// (views and shapes not counted): what a training pass keeps alive for
+    /// the backward, the basis of the memory estimate (`crate::memory`).
+    pub fn activation_bytes(&self, inputs: &HashMap<String, Tensor>) -> Result<u64, ExecError> {
+        let count = std::cell::Cell::new(0);
+        self.forward_planned(inputs, Mode::Eval, &[], Some(&count), true)?;
+        Ok(count.get())
+    }
+
+    fn forward_planned(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        mode: Mode,
+        probes: &[String],
+        count: Option<&std::cell::Cell<u64>>,
+        frozen: bool,
+    ) -> Result<Outputs, ExecError> {
         let mut env: HashMap<String, Tensor> = self.constants.clone();
         for p in &self.params {
-            env.insert(p.name.clone(), p.var.as_tensor().clone());
+            let t = p.var.as_tensor();
+            let t = if frozen { t.detach() } else { t.clone() };
+            env.insert(p.name.clone(), t);
         }
         for spec in &self.inputs {
             let t = inputs
@@ -390,7 +456,17 @@ impl Executor {
                 .ok_or_else(|| ExecError::MissingInput(spec.name.clone()))?;
             env.insert(spec.name.clone(), self.normalize_input(t)?);
         }
-        self.run_graph(&self.graph.node, &mut env, mode)?;
+        let mut probed = HashMap::new();
+        let keep: HashSet<&str> = probes.iter().map(String::as_str).collect();
+        let plan = RunPlan {
+            release: if keep.is_empty() {
+                &self.last_readers
+            } else {
+                &[]
+            },
+            count,
+        };
+        self.run_graph(&self.graph.node, &mut env, mode, plan)?;
         let take = |name: &String| {
             env.get(name)
                 .cloned()
@@ -401,11 +477,13 @@ impl Executor {
             .iter()
             .map(|n| Ok((n.clone(), take(n)?)))
             .collect::<Result<Vec<_>, ExecError>>()?;
-        let probes = probes
-            .iter()
-            .map(|n| Ok((n.clone(), take(n)?)))
-            .collect::<Result<HashMap<_, _>, ExecError>>()?;
-        Ok(Outputs { outputs, probes })
+        for n in probes {
+            probed.insert(n.clone(), take(n)?);
+        }
+        Ok(Outputs {
+            outputs,
+            probes: probed,
+        })
     }
 
     /// Floats to the compute dtype on the device; integers to i64 on the CPU;
@@ -425,8 +503,9 @@ impl Executor {
         nodes: &[NodeProto],
         env: &mut HashMap<String, Tensor>,
         mode: Mode,
+        plan: RunPlan,
     ) -> Result<(), ExecError> {
-        for node in nodes {
+        for (index, node) in nodes.iter().enumerate() {
             let op = op_type(node);
             if op == "Constant" && node.output.iter().all(|o| env.contains_key(o)) {
                 continue;
@@ -438,10 +517,12 @@ impl Executor {
             };
             let kind = op_of(node);
             if kind == Some(Op::If) {
-                self.run_if(node, env, mode).map_err(|e| match e {
-                    e @ ExecError::Node { .. } => e,
-                    other => node_err(other.to_string()),
-                })?;
+                self.run_if(node, env, mode, plan.count)
+                    .map_err(|e| match e {
+                        e @ ExecError::Node { .. } => e,
+                        other => node_err(other.to_string()),
+                    })?;
+                plan.release_after(index, env);
                 continue;
             }
             let f = kind
@@ -482,11 +563,16 @@ impl Executor {
                     }
                 }
             }
+            let counted = plan.count.filter(|_| !VIEW_OPS.contains(&op));
             for (name, t) in node.output.iter().zip(outs) {
+                if let Some(c) = counted.filter(|_| t.dtype().is_float()) {
+                    c.set(c.get() + (t.elem_count() * t.dtype().size_in_bytes()) as u64);
+                }
                 if !name.is_empty() {
                     env.insert(name.clone(), t);
                 }
             }
+            plan.release_after(index, env);
         }
         Ok(())
     }
@@ -496,6 +582,7 @@ impl Executor {
         node: &NodeProto,
         env: &mut HashMap<String, Tensor>,
         mode: Mode,
+        count: Option<&std::cell::Cell<u64>>,
     ) -> Result<(), ExecError> {
         let cond_name = node.input.first().cloned().unwrap_or_default();
         let cond = env
@@ -510,7 +597,11 @@ impl Executor {
             .and_then(|a| a.g.as_ref())
             .ok_or_else(|| ExecError::Invalid(format!("If without {branch}")))?;
         let mut inner = env.clone();
-        self.run_graph(&graph.node, &mut inner, mode)?;
+        let plan = RunPlan {
+            release: &[],
+            count,
+        };
+        self.run_graph(&graph.node, &mut inner, mode, plan)?;
         for (out, sub) in node.output.iter().zip(&graph.output) {
             let sub = sub.name.clone().unwrap_or_default();
             let t = inner
@@ -557,6 +648,47 @@ fn annotate_quantize_targets(graph: &mut GraphProto) {
             });
         }
     }
+}
+
+impl RunPlan<'_> {
+    fn release_after(&self, index: usize, env: &mut HashMap<String, Tensor>) {
+        for name in self.release.get(index).into_iter().flatten() {
+            env.remove(name);
+        }
+    }
+}
+
+/// For each top-level node, the values it is the last to read (subgraph
+/// reads count as reads by the `If`/`Loop` node); graph outputs are kept.
+fn last_readers(graph: &GraphProto) -> Vec<Vec<String>> {
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        let mut reads = node.input.clone();
+        for attr in &node.attribute {
+            for g in attr.g.iter().chain(&attr.graphs) {
+                collect_reads(g, &mut reads);
+            }
+        }
+        for r in reads.into_iter().filter(|r| !r.is_empty()) {
+            last.insert(r, i);
+        }
+    }
+    let outputs: HashSet<&str> = graph
+        .output
+        .iter()
+        .filter_map(|v| v.name.as_deref())
+        .collect();
+    let mut plan = vec![Vec::new(); graph.node.len()];
+    for (name, i) in last {
+        if !outputs.contains(name.as_str()) {
+            plan[i].push(name);
+        }
+    }
+    plan
+}
+
+fn collect_reads(graph: &GraphProto, out: &mut Vec<String>) {
+    visit_nodes(graph, &mut |n| out.extend(n.input.iter().cloned()));
 }
 
 fn visit_nodes(graph: &GraphProto, f: &mut dyn FnMut(&NodeProto)) {

@@ -88,6 +88,7 @@ mod data;
 mod error;
 mod executor;
 mod lsuv;
+pub mod memory;
 pub mod ops;
 mod plot;
 pub mod probes;

@@ -103,7 +103,8 @@ pub fn signal(exec: &Executor, task: &Task, n: usize) -> Result<Signal, ExecErro
                 .collect::<Result<_, ExecError>>()?;
             let out = exec.forward_probed(&one, Mode::Probe, &probes)?;
             for (a, p) in acc.iter_mut().zip(&probes) {
-                a.push(out.probes[p].clone());
+                // detached: the sample's graph is freed before the next
+                a.push(out.probes[p].detach());
             }
         }
         for (l, ts) in exec.layers().iter().zip(acc) {
@@ -117,16 +118,56 @@ pub fn signal(exec: &Executor, task: &Task, n: usize) -> Result<Signal, ExecErro
         }
     } else {
         let out = exec.forward_probed(&b.inputs, Mode::Probe, &probes)?;
-        for l in exec.layers() {
-            let (q, mean, spread) = second_moments(&out.probes[&l.output])?;
-            layers.push(LayerSignal {
-                layer: l.name.clone(),
-                q,
-                mean,
-                spread,
-            });
-        }
+        return signal_of(exec, &b, &out.probes);
     }
+    Ok(finish_signal(input_q, layers))
+}
+
+/// [`signal`] and [`grad_norms`] from one forward pass (the probed values of
+/// the pass whose loss is then backpropagated) instead of two.
+pub fn signal_and_grad_norms(
+    exec: &Executor,
+    task: &Task,
+    n: usize,
+) -> Result<(Signal, BTreeMap<String, f64>), ExecError> {
+    if task.micro_batch {
+        return Ok((signal(exec, task, n)?, grad_norms(exec, task, n)?));
+    }
+    let b = probe_batch(exec, task, n)?;
+    let probes: Vec<String> = exec.layers().iter().map(|l| l.output.clone()).collect();
+    let out = exec.forward_probed(&b.inputs, Mode::Probe, &probes)?;
+    let signal = signal_of(exec, &b, &out.probes)?;
+    let first = out.first().clone();
+    drop(out);
+    let grads = loss_of(task, &first, &b.targets)?.backward()?;
+    Ok((signal, norms_of(exec, &grads)?))
+}
+
+fn signal_of(
+    exec: &Executor,
+    b: &crate::data::Split,
+    probed: &std::collections::HashMap<String, Tensor>,
+) -> Result<Signal, ExecError> {
+    let x = &b.inputs[&main_input(exec)];
+    let input_q = if x.dtype().is_float() {
+        second_moments(x)?.0
+    } else {
+        1.0
+    };
+    let mut layers = Vec::new();
+    for l in exec.layers() {
+        let (q, mean, spread) = second_moments(&probed[&l.output])?;
+        layers.push(LayerSignal {
+            layer: l.name.clone(),
+            q,
+            mean,
+            spread,
+        });
+    }
+    Ok(finish_signal(input_q, layers))
+}
+
+fn finish_signal(input_q: f64, layers: Vec<LayerSignal>) -> Signal {
     let ratio = layers
         .last()
         .map(|l| l.q / input_q.max(1e-30))
@@ -138,24 +179,18 @@ pub fn signal(exec: &Executor, task: &Task, n: usize) -> Result<Signal, ExecErro
     } else {
         "ok"
     };
-    Ok(Signal {
+    Signal {
         input_q,
         layers,
         ratio,
         flag,
-    })
+    }
 }
 
-/// ‖∂L/∂W‖₂ of every trainable weight after one backward pass of the
-/// training loss on the first batch, in [`Mode::Probe`].
-pub fn grad_norms(
+fn norms_of(
     exec: &Executor,
-    task: &Task,
-    n: usize,
+    grads: &candle_core::backprop::GradStore,
 ) -> Result<BTreeMap<String, f64>, ExecError> {
-    let b = probe_batch(exec, task, n)?;
-    let out = batch_output(exec, task, &b, Mode::Probe)?;
-    let grads = loss_of(task, &out, &b.targets)?.backward()?;
     let mut norms = BTreeMap::new();
     for p in exec.params().iter().filter(|p| p.trainable) {
         let g = match grads.get(p.var.as_tensor()) {
@@ -172,10 +207,23 @@ pub fn grad_norms(
     Ok(norms)
 }
 
+/// ‖∂L/∂W‖₂ of every trainable weight after one backward pass of the
+/// training loss on the first batch, in [`Mode::Probe`].
+pub fn grad_norms(
+    exec: &Executor,
+    task: &Task,
+    n: usize,
+) -> Result<BTreeMap<String, f64>, ExecError> {
+    let b = probe_batch(exec, task, n)?;
+    let out = batch_output(exec, task, &b, Mode::Probe)?;
+    let grads = loss_of(task, &out, &b.targets)?.backward()?;
+    norms_of(exec, &grads)
+}
+
 /// Outputs up to this size get the exact Jacobian (one VJP per output).
 pub const EXACT_MAX_OUTPUTS: usize = 64;
 /// Random projections used otherwise.
-pub const PROJECTIONS: usize = 16;
+pub const PROJECTIONS: usize = 8;
 
 /// Singular values of ∂y₀/∂x₀ (sample 0's output with respect to its input)
 /// at init, in [`Mode::Probe`] within a batch of `n`. `None` for integer
@@ -196,7 +244,8 @@ pub fn jacobian(
     let var = Var::from_tensor(&x.to_dtype(exec.dtype())?)?;
     let mut inputs = b.inputs.clone();
     inputs.insert(name, var.as_tensor().clone());
-    let out = exec.forward(&inputs, Mode::Probe)?.first().clone();
+    // weights frozen: each VJP backpropagates along the input path only
+    let out = exec.forward_frozen(&inputs, Mode::Probe)?.first().clone();
     let y0 = out.narrow(0, 0, 1)?.flatten_all()?;
     let d_out = y0.elem_count();
     let d_in = x.elem_count() / x.dim(0)?.max(1);

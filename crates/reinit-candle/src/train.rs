@@ -210,6 +210,9 @@ pub struct TrainReport {
     pub micro_batch: bool,
     /// With a mask: every masked weight was exactly zero after training.
     pub mask_exact: Option<bool>,
+    /// Median wall time of one training step (forward, loss, backward,
+    /// update); 0 without steps.
+    pub step_seconds: f64,
     pub seconds: f64,
 }
 
@@ -352,7 +355,9 @@ pub fn train_on(
     let mut order = rng.permutation(n);
     let mut cursor = 0;
     let mut losses = Vec::with_capacity(config.steps);
+    let mut step_times = Vec::with_capacity(config.steps);
     for _ in 0..config.steps {
+        let step_start = Instant::now();
         if cursor + batch > n {
             order = rng.permutation(n);
             cursor = 0;
@@ -367,6 +372,8 @@ pub fn train_on(
             break;
         }
         let mut grads = loss.backward()?;
+        // the forward graph (every activation) goes before the update allocates
+        drop((out, loss, b));
         for (v, m) in &masks {
             if let Some(g) = grads.remove(v.as_tensor()) {
                 grads.insert(v.as_tensor(), (g * m)?);
@@ -376,6 +383,7 @@ pub fn train_on(
         for (v, m) in &masks {
             v.set(&(v.as_tensor() * m)?)?;
         }
+        step_times.push(step_start.elapsed().as_secs_f64());
     }
     let mask_exact = if masks.is_empty() {
         None
@@ -392,7 +400,7 @@ pub fn train_on(
         }
         Some(exact)
     };
-    let heldout = evaluate(exec, task, &device)?;
+    let heldout = evaluate_in_chunks(exec, task, &device, batch)?;
     let (verdict, verdict_reason) = Verdict::judge_with_reason(&losses);
     let (initial, last) = if losses.is_empty() {
         (f64::NAN, f64::NAN)
@@ -412,17 +420,43 @@ pub fn train_on(
         batch,
         micro_batch: task.micro_batch,
         mask_exact,
+        step_seconds: median(&mut step_times),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
 
-/// Held-out accuracy or MSE, in [`Mode::Eval`].
+/// The median of `values` (0 when empty).
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// Held-out accuracy or MSE, in [`Mode::Eval`], 256 samples at a time.
 pub fn evaluate(exec: &Executor, task: &Task, device: &Device) -> Result<Heldout, ExecError> {
+    evaluate_in_chunks(exec, task, device, 256)
+}
+
+/// [`evaluate`] `chunk` samples at a time (`verify` uses the training batch,
+/// so evaluation never holds more activations than a training step).
+pub fn evaluate_in_chunks(
+    exec: &Executor,
+    task: &Task,
+    device: &Device,
+    chunk: usize,
+) -> Result<Heldout, ExecError> {
     let n = task.heldout.len;
     let mut correct = 0usize;
     let mut total = 0usize;
     let mut sq = 0.0f64;
-    let chunk = 256;
+    let chunk = chunk.max(1);
     let mut i = 0;
     while i < n {
         let idx: Vec<usize> = (i..(i + chunk).min(n)).collect();

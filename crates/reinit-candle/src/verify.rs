@@ -9,6 +9,7 @@ use reinit_onnx::Model;
 use crate::data::{Task, TaskInfo, TaskSize};
 use crate::error::ExecError;
 use crate::executor::Executor;
+use crate::memory::{self, Estimate};
 use crate::probes::{self, JacobianStats, Signal};
 use crate::shapes::{self, InputShape};
 use crate::train::{Heldout, Mask, TrainConfig, Verdict, train_on};
@@ -17,7 +18,8 @@ use crate::train::{Heldout, Mask, TrainConfig, Verdict, train_on};
 pub struct VerifyConfig {
     /// Training settings shared by every run (same seed, same data order).
     pub train: TrainConfig,
-    /// Samples in the probe batch (signal, gradient norms, Jacobian).
+    /// Samples in the probe batch (signal, gradient norms, Jacobian); never
+    /// more than the training batch, so probes need no more memory than a step.
     pub probe_batch: usize,
     /// Fixed sparse masks by run label (e.g. EOI's trainable mask: the support, for convs
     /// topped up with zero positions that start at zero but train).
@@ -79,6 +81,12 @@ pub struct RunReport {
     pub jacobian: Option<JacobianStats>,
     pub mask_exact: Option<bool>,
     pub micro_batch: bool,
+    /// Median wall time of one training step.
+    pub step_seconds: f64,
+    /// Wall time of all probes (signal, gradient norms, Jacobian).
+    pub probe_seconds: f64,
+    /// The memory estimate checked before the run ([`crate::memory`]).
+    pub estimated_bytes: u64,
     pub seconds: f64,
 }
 
@@ -100,6 +108,9 @@ pub struct VerifyReport {
     /// The run that reached `target_loss` in the fewest steps (of those that train).
     pub fastest: Option<String>,
     pub runs: Vec<RunReport>,
+    /// Peak resident set of the process when the report was made (`VmHWM`,
+    /// Linux; `None` elsewhere).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Runs probes then training for every `(label, model)`; the models are the
@@ -140,9 +151,15 @@ pub fn verify(
         let task = Task::for_model(&exec, model, cfg.seed, cfg.size, Some(&cfg.task_options()))?;
         inputs = task.inputs.clone();
         task_info = Some(task.info.clone());
-        let signal = probes::signal(&exec, &task, config.probe_batch)?;
-        let grad_norms = probes::grad_norms(&exec, &task, config.probe_batch)?;
-        let jacobian = probes::jacobian(&exec, &task, config.probe_batch, cfg.seed)?;
+        let batch = cfg.batch.clamp(1, task.train.len.max(1));
+        let estimate =
+            Estimate::measure(&exec, &task.train.rows(&[0], exec.device())?.inputs, batch)?;
+        estimate.check(memory::available())?;
+        let probe_start = std::time::Instant::now();
+        let probe_n = config.probe_batch.min(batch).max(1);
+        let (signal, grad_norms) = probes::signal_and_grad_norms(&exec, &task, probe_n)?;
+        let jacobian = probes::jacobian(&exec, &task, probe_n, cfg.seed)?;
+        let probe_seconds = probe_start.elapsed().as_secs_f64();
         let layers = exec.layers();
         let grad_ratio = match (layers.first(), layers.last()) {
             (Some(f), Some(l)) => {
@@ -177,6 +194,9 @@ pub fn verify(
             jacobian,
             mask_exact: report.mask_exact,
             micro_batch: report.micro_batch,
+            step_seconds: report.step_seconds,
+            probe_seconds,
+            estimated_bytes: estimate.total(),
             seconds: start.elapsed().as_secs_f64(),
         });
     }
@@ -207,6 +227,7 @@ pub fn verify(
         target_loss,
         fastest,
         runs,
+        peak_rss_bytes: memory::peak_rss(),
     };
     if let Some(dir) = &config.plot_dir {
         crate::plot::write_plots(&report, dir)?;

@@ -294,18 +294,20 @@ impl Im2ColConv2d {
         ))
     }
 
+    /// `(dx, dw)`, each only where its operand is tracked (an untracked
+    /// input, e.g. the image at the first conv, or frozen weights under the
+    /// Jacobian probe, costs nothing).
     fn backward<T: WithDType>(
         &self,
         x: &Tensor,
         w: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (need_dx, need_dw) = (x.track_op(), w.track_op());
         let g = &self.0;
         let d = Dims::new(x.dims(), w.dims(), g)?;
         let (groups, k, nl) = (g.groups.max(1), d.k(g), d.n * d.l());
         let og = d.o / groups;
-        let cols = im2col(&tensor_vec::<T>(x)?, &d, g);
-        // dy: [N, O, L] → [groups, og, N·L]
         let dy = grad
             .to_device(&Device::Cpu)?
             .reshape((d.n, d.o, d.l()))?
@@ -316,21 +318,37 @@ impl Im2ColConv2d {
             .to_device(&Device::Cpu)?
             .contiguous()?
             .reshape((groups, og, k))?;
-        let (dw, dcols) = if direct(groups, og, k) {
-            let (dy, wg) = (tensor_vec::<T>(&dy)?, tensor_vec::<T>(&wg)?);
-            let dw = direct_dots(&dy, &cols, (groups, og, k, nl));
-            (
-                Tensor::from_vec(dw, w.dims(), &Device::Cpu)?,
-                direct_mm(&wg, &dy, (groups, k, og, nl), true),
-            )
+        let is_direct = direct(groups, og, k);
+        let dw = if need_dw {
+            let cols = im2col(&tensor_vec::<T>(x)?, &d, g);
+            let dw = if is_direct {
+                let dy = tensor_vec::<T>(&dy)?;
+                Tensor::from_vec(
+                    direct_dots(&dy, &cols, (groups, og, k, nl)),
+                    w.dims(),
+                    &Device::Cpu,
+                )?
+            } else {
+                let cols = Tensor::from_vec(cols, (groups, k, nl), &Device::Cpu)?;
+                dy.matmul(&cols.t()?)?.reshape(w.dims())?
+            };
+            Some(dw.to_device(w.device())?)
         } else {
-            let cols = Tensor::from_vec(cols, (groups, k, nl), &Device::Cpu)?;
-            let dw = dy.matmul(&cols.t()?)?.reshape(w.dims())?;
-            (dw, tensor_vec::<T>(&wg.t()?.matmul(&dy)?)?)
+            None
         };
-        let dx = col2im(&dcols, &d, g);
-        let dx = Tensor::from_vec(dx, x.dims(), &Device::Cpu)?;
-        Ok((dx.to_device(x.device())?, dw.to_device(w.device())?))
+        let dx = if need_dx {
+            let dcols = if is_direct {
+                let (dy, wg) = (tensor_vec::<T>(&dy)?, tensor_vec::<T>(&wg)?);
+                direct_mm(&wg, &dy, (groups, k, og, nl), true)
+            } else {
+                tensor_vec::<T>(&wg.t()?.matmul(&dy)?)?
+            };
+            let dx = Tensor::from_vec(col2im(&dcols, &d, g), x.dims(), &Device::Cpu)?;
+            Some(dx.to_device(x.device())?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
     }
 }
 
@@ -373,16 +391,13 @@ impl CustomOp2 for Im2ColConv2d {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.to_dtype(x.dtype())?;
-        let (dx, dw) = match x.dtype() {
-            DType::F32 => self.backward::<f32>(x, w, &grad)?,
-            DType::F64 => self.backward::<f64>(x, w, &grad)?,
-            dt => {
-                return Err(candle_core::Error::Msg(format!(
-                    "im2col conv2d: dtype {dt:?}"
-                )));
-            }
-        };
-        Ok((Some(dx), Some(dw)))
+        match x.dtype() {
+            DType::F32 => self.backward::<f32>(x, w, &grad),
+            DType::F64 => self.backward::<f64>(x, w, &grad),
+            dt => Err(candle_core::Error::Msg(format!(
+                "im2col conv2d: dtype {dt:?}"
+            ))),
+        }
     }
 }
 

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Export the real-size models of the `reinit verify` benchmark (random init, no
+downloads) as ONNX into OUT_DIR (default /tmp/verify-models; never committed).
+
+    python3 benches/verify/export_models.py [OUT_DIR] [--only resnet50,bert_base]
+
+CNNs come from torchvision (weights=None) at 224x224 (Inception-v3 at 299x299),
+exported by the TorchScript exporter in TrainingMode.TRAINING without constant
+folding, so BatchNormalization stays in the graph as it is in PyTorch training;
+batch axis dynamic. ViT-B/16 (torchvision) and BERT-base (transformers
+BertModel with its default config, input_ids only, sequence 128) likewise.
+`MODELS` maps each name to its per-sample input shape, used by run.py.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+# name -> (per-sample input shape, input dtype)
+MODELS = {
+    "squeezenet": ((3, 224, 224), "float"),
+    "resnet18": ((3, 224, 224), "float"),
+    "resnet50": ((3, 224, 224), "float"),
+    "mobilenet_v2": ((3, 224, 224), "float"),
+    "densenet121": ((3, 224, 224), "float"),
+    "resnext50": ((3, 224, 224), "float"),
+    "googlenet": ((3, 224, 224), "float"),
+    "inception_v3": ((3, 299, 299), "float"),
+    "vit_b_16": ((3, 224, 224), "float"),
+    "bert_base": ((128,), "tokens"),
+}
+
+
+def build(name):
+    """The torch module (train mode) for `name`."""
+    import torchvision.models as tv
+
+    torch.manual_seed(0)
+    if name == "bert_base":
+        from transformers import BertConfig, BertModel
+
+        class Bert(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.bert = BertModel(BertConfig())
+
+            def forward(self, input_ids):
+                return self.bert(input_ids=input_ids).last_hidden_state
+
+        return Bert()
+    ctor = {
+        "squeezenet": lambda: tv.squeezenet1_0(weights=None),
+        "resnet18": lambda: tv.resnet18(weights=None),
+        "resnet50": lambda: tv.resnet50(weights=None),
+        "mobilenet_v2": lambda: tv.mobilenet_v2(weights=None),
+        "densenet121": lambda: tv.densenet121(weights=None),
+        "resnext50": lambda: tv.resnext50_32x4d(weights=None),
+        "googlenet": lambda: tv.googlenet(weights=None, aux_logits=False, init_weights=True),
+        "inception_v3": lambda: tv.inception_v3(weights=None, aux_logits=False, init_weights=True),
+        "vit_b_16": lambda: tv.vit_b_16(weights=None),
+    }[name]
+    return ctor()
+
+
+def example(name, batch=2):
+    shape, kind = MODELS[name]
+    if kind == "tokens":
+        return torch.randint(0, 30522, (batch, *shape))
+    return torch.randn(batch, *shape)
+
+
+def export(name, out_dir):
+    model = build(name).train()
+    x = example(name)
+    path = os.path.join(out_dir, f"{name}.onnx")
+    input_name = "input_ids" if MODELS[name][1] == "tokens" else "input"
+    torch.onnx.export(
+        model, (x,), path, dynamo=False, opset_version=17,
+        input_names=[input_name], output_names=["output"],
+        dynamic_axes={input_name: {0: "batch"}, "output": {0: "batch"}},
+        training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False,
+    )
+    print(f"{path}: {os.path.getsize(path) / 2**20:.1f} MiB", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out_dir", nargs="?", default="/tmp/verify-models")
+    ap.add_argument("--only", default=",".join(MODELS))
+    args = ap.parse_args()
+    os.makedirs(args.out_dir, exist_ok=True)
+    for name in args.only.split(","):
+        export(name, args.out_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

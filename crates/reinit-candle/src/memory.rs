@@ -1,0 +1,265 @@
+//! Memory budget of `verify`: what a run will need, estimated before the large
+//! allocations, against what the process may still use. A run that would not
+//! fit ends with [`ExecError::TooLarge`] naming the figures and the knob that
+//! helps, instead of being killed by the kernel.
+//!
+//! The estimate (see [`Estimate`]) is measured, not modelled: the activation
+//! bytes per sample come from one untracked batch-1 pass over the real graph
+//! ([`Executor::activation_bytes`]); a training step keeps about that much per
+//! sample alive for the backward, plus candle's own intermediates of composed
+//! ops and the gradients in flight, covered by [`BACKWARD_FACTOR`] (calibrated
+//! on the real models in `benches/verify/README.md`).
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use crate::error::ExecError;
+use crate::executor::Executor;
+
+/// Peak RSS of a training step over the activation bytes its batch computes
+/// (largest ratio measured on the `benches/verify` models, rounded up).
+pub const BACKWARD_FACTOR: f64 = 2.5;
+
+/// What the process may still allocate, and where that bound comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Available {
+    pub bytes: u64,
+    pub source: &'static str,
+}
+
+/// The tightest of: `REINIT_MEMORY_LIMIT` (bytes, or with a K/M/G suffix; a
+/// budget for the whole process), the address-space limit (`ulimit -v`) less
+/// what is mapped, the cgroup's `memory.max` less its usage, and the kernel's
+/// `MemAvailable`.
+pub fn available() -> Available {
+    let mut best = Available {
+        bytes: u64::MAX,
+        source: "unbounded",
+    };
+    let mut offer = |bytes: Option<u64>, source: &'static str| {
+        if let Some(b) = bytes.filter(|&b| b < best.bytes) {
+            best = Available { bytes: b, source };
+        }
+    };
+    let rss = proc_status_kib("VmRSS").map(|k| k * 1024).unwrap_or(0);
+    if let Ok(v) = std::env::var("REINIT_MEMORY_LIMIT") {
+        offer(
+            parse_size(&v).map(|b| b.saturating_sub(rss)),
+            "REINIT_MEMORY_LIMIT",
+        );
+    }
+    let mapped = proc_status_kib("VmSize").map(|k| k * 1024).unwrap_or(0);
+    offer(
+        address_space_limit().map(|l| l.saturating_sub(mapped)),
+        "the address-space limit (ulimit -v)",
+    );
+    offer(cgroup_room(), "the cgroup's memory.max");
+    offer(
+        meminfo_kib("MemAvailable").map(|k| k * 1024),
+        "MemAvailable",
+    );
+    best
+}
+
+/// `123`, `64K`, `512M`, `4G` (powers of 1024; `GiB`/`GB` forms too).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.trim().parse().ok()?;
+    let scale = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches(['B', 'I'])
+    {
+        "" => 1u64,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    (value.is_finite() && value >= 0.0).then(|| (value * scale as f64) as u64)
+}
+
+fn proc_status_kib(key: &str) -> Option<u64> {
+    field_kib(&std::fs::read_to_string("/proc/self/status").ok()?, key)
+}
+
+fn meminfo_kib(key: &str) -> Option<u64> {
+    field_kib(&std::fs::read_to_string("/proc/meminfo").ok()?, key)
+}
+
+fn field_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+fn address_space_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn cgroup_room() -> Option<u64> {
+    let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok();
+    let max: u64 = read("memory.max")?.trim().parse().ok()?;
+    let current: u64 = read("memory.current")?.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
+}
+
+/// Peak resident set of this process so far (`VmHWM`), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    proc_status_kib("VmHWM").map(|k| k * 1024)
+}
+
+/// A size for people: `1.5 GiB`, `300 MiB`.
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", b / (1u64 << 30) as f64)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.0} MiB", b / (1u64 << 20) as f64)
+    } else {
+        format!("{:.0} KiB", b / 1024.0)
+    }
+}
+
+/// What one `verify` run adds to the process: optimizer state and gradients
+/// for every trainable weight (3 copies: gradient, and two AdamW moments) and
+/// the training step's activations at `batch`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub activation_bytes_per_sample: u64,
+    pub batch: usize,
+    pub weight_bytes: u64,
+}
+
+impl Estimate {
+    /// Measures the activations of one sample of `inputs` (a batch of one).
+    pub fn measure(
+        exec: &Executor,
+        one_sample: &HashMap<String, Tensor>,
+        batch: usize,
+    ) -> Result<Estimate, ExecError> {
+        let weight_bytes = exec
+            .params()
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| (p.var.elem_count() * p.var.dtype().size_in_bytes()) as u64)
+            .sum();
+        Ok(Estimate {
+            activation_bytes_per_sample: exec.activation_bytes(one_sample)?,
+            batch,
+            weight_bytes,
+        })
+    }
+
+    pub fn step_bytes(&self) -> u64 {
+        (self.activation_bytes_per_sample as f64 * self.batch as f64 * BACKWARD_FACTOR) as u64
+    }
+
+    pub fn total(&self) -> u64 {
+        self.step_bytes() + 3 * self.weight_bytes
+    }
+
+    /// The largest batch whose estimate fits in `bytes`.
+    pub fn batch_fitting(&self, bytes: u64) -> usize {
+        let room = bytes.saturating_sub(3 * self.weight_bytes) as f64;
+        let per = self.activation_bytes_per_sample as f64 * BACKWARD_FACTOR;
+        if per <= 0.0 {
+            usize::MAX
+        } else {
+            (room / per).floor() as usize
+        }
+    }
+
+    /// `Err(TooLarge)` when the estimate exceeds what is [`available`].
+    pub fn check(&self, avail: Available) -> Result<(), ExecError> {
+        let need = self.total();
+        if need <= avail.bytes {
+            return Ok(());
+        }
+        let fits = self.batch_fitting(avail.bytes);
+        let knob = if fits >= 1 {
+            format!("use --batch {fits} or less, or a smaller --input-shape")
+        } else {
+            "even --batch 1 does not fit: give a smaller --input-shape".to_string()
+        };
+        Err(ExecError::TooLarge(format!(
+            "a training step needs about {} ({} of activations per sample × batch {} × {} for \
+             the backward, plus {} for gradients and optimizer state), but only {} is \
+             available ({}); {knob}",
+            human(need),
+            human(self.activation_bytes_per_sample),
+            self.batch,
+            BACKWARD_FACTOR,
+            human(3 * self.weight_bytes),
+            human(avail.bytes),
+            avail.source,
+        )))
+    }
+}
+
+/// `Err(TooLarge)` when `samples` inputs of `sample_bytes` each exceed what
+/// is [`available`].
+pub fn check_task_data(samples: usize, sample_bytes: u64) -> Result<(), ExecError> {
+    let need = samples as u64 * sample_bytes;
+    let avail = available();
+    if need <= avail.bytes {
+        return Ok(());
+    }
+    Err(ExecError::TooLarge(format!(
+        "the task's {samples} samples of {} need about {}, but only {} is available ({}); \
+         give a smaller --input-shape",
+        human(sample_bytes),
+        human(need),
+        human(avail.bytes),
+        avail.source,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size("4G"), Some(4 << 30));
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("1.5 GB"), Some(3 << 29));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("-1G"), None);
+    }
+
+    #[test]
+    fn the_refusal_names_the_size_and_a_batch_that_fits() {
+        let e = Estimate {
+            activation_bytes_per_sample: 100 << 20,
+            batch: 64,
+            weight_bytes: 10 << 20,
+        };
+        // 64 × 100 MiB × 2.5 + 30 MiB
+        assert_eq!(e.total(), (16000 << 20) + (30 << 20));
+        let avail = Available {
+            bytes: 1 << 30,
+            source: "test",
+        };
+        let msg = e.check(avail).unwrap_err().to_string();
+        assert!(msg.contains("15.7 GiB"), "{msg}");
+        // (1024 − 30) / 250 = 3.97 → 3
+        assert!(msg.contains("--batch 3 or less"), "{msg}");
+        assert!(
+            e.check(Available {
+                bytes: u64::MAX,
+                source: "x"
+            })
+            .is_ok()
+        );
+    }
+}
