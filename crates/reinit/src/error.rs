@@ -87,6 +87,8 @@ impl Error {
                     E::Unsupported(_) | E::Invalid(_) => exit::UNSUPPORTED,
                     // A setting that does not fit the model (--input-shape, --input-q).
                     E::Usage(_) => exit::USAGE,
+                    // A run estimated not to fit the memory it may use.
+                    E::TooLarge(_) => exit::UNSUPPORTED,
                     E::Onnx(e) if e.is_unsafe_input() => exit::UNSAFE_INPUT,
                     E::Onnx(_) => exit::INVALID_INPUT,
                     E::Io(_) => exit::IO,
