@@ -40,7 +40,9 @@
 //! signal_detail: {input_q, layers: [{layer, q, mean, spread}], ratio, flag},
 //! grad_norms: {weight: norm}, grad_ratio_first_last, jacobian: {mean_sq_sv,
 //! var_sq_sv, min_sv, max_sv, method, singular_values} | null, mask_exact,
-//! micro_batch, seconds}]}`.
+//! micro_batch, step_seconds, probe_seconds, estimated_bytes, seconds}],
+//! peak_rss_bytes}`. Runs estimated not to fit in memory end with
+//! [`ExecError::TooLarge`] before they allocate ([`memory`]).
 //!
 //! Verdict rule ([`Verdict::judge_with_reason`]): `diverged` if a loss is
 //! NaN/inf or exceeds [`SPIKE_FACTOR`] × the initial loss (mean of the first
