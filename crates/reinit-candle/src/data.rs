@@ -224,6 +224,10 @@ pub struct TaskOptions {
 /// larger inputs get fewer samples (224×224 RGB: about 400).
 pub const TASK_DATA_BYTES: usize = 256 << 20;
 
+/// The fewest samples a task may have (train and held-out together): with
+/// fewer, the data budget refuses the input size rather than train on noise.
+const MIN_TASK_SAMPLES: usize = 8;
+
 impl Task {
     /// Chooses the task for `model`: the digits where the input fits, else
     /// learnable synthetic data shaped from its inputs (see the crate docs).
@@ -283,7 +287,19 @@ impl Task {
             })
             .sum::<usize>()
             .max(1);
-        let fit = (TASK_DATA_BYTES / sample_bytes).max(2);
+        let fit = TASK_DATA_BYTES / sample_bytes;
+        if fit < MIN_TASK_SAMPLES {
+            // A task of one or two huge samples says nothing, and the model's
+            // pass over such inputs is what would exhaust memory next.
+            let need = (MIN_TASK_SAMPLES * sample_bytes) as u64;
+            return Err(ExecError::TooLarge(format!(
+                "a task needs at least {MIN_TASK_SAMPLES} samples of {} each ({} in all), more \
+                 than the {} task-data budget; give a smaller --input-shape",
+                crate::memory::human(sample_bytes as u64),
+                crate::memory::human(need),
+                crate::memory::human(TASK_DATA_BYTES as u64),
+            )));
+        }
         let size = if size.train + size.heldout > fit {
             let heldout = (size.heldout * fit / (size.train + size.heldout)).max(1);
             TaskSize {
