@@ -286,8 +286,6 @@ pub struct LsuvParams {
     pub tol: f64,
     pub tol_on: LsuvTolOn,
     pub max_iter: usize,
-    /// Shift the bias so the output mean is 0 (PyTorch port's extension); off.
-    pub bias_shift: bool,
 }
 
 impl Default for VarianceParams {
@@ -381,7 +379,6 @@ impl Default for LsuvParams {
             tol: 0.1,
             tol_on: LsuvTolOn::Variance,
             max_iter: 10,
-            bias_shift: false,
         }
     }
 }
