@@ -85,42 +85,30 @@ fn main_input(exec: &Executor) -> String {
 pub fn signal(exec: &Executor, task: &Task, n: usize) -> Result<Signal, ExecError> {
     let b = probe_batch(exec, task, n)?;
     let probes: Vec<String> = exec.layers().iter().map(|l| l.output.clone()).collect();
-    let x = &b.inputs[&main_input(exec)];
-    let input_q = if x.dtype().is_float() {
-        second_moments(x)?.0
-    } else {
-        1.0
-    };
-    let mut layers = Vec::new();
-    if task.micro_batch {
-        // one sample at a time, moments pooled
-        let mut acc: Vec<Vec<Tensor>> = vec![Vec::new(); probes.len()];
-        for i in 0..b.len {
-            let one = b
-                .inputs
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), v.narrow(0, i, 1)?)))
-                .collect::<Result<_, ExecError>>()?;
-            let out = exec.forward_probed(&one, Mode::Probe, &probes)?;
-            for (a, p) in acc.iter_mut().zip(&probes) {
-                // detached: the sample's graph is freed before the next
-                a.push(out.probes[p].detach());
-            }
-        }
-        for (l, ts) in exec.layers().iter().zip(acc) {
-            let (q, mean, spread) = second_moments(&Tensor::cat(&ts, 0)?)?;
-            layers.push(LayerSignal {
-                layer: l.name.clone(),
-                q,
-                mean,
-                spread,
-            });
-        }
-    } else {
+    if !task.micro_batch {
         let out = exec.forward_probed(&b.inputs, Mode::Probe, &probes)?;
         return signal_of(exec, &b, &out.probes);
     }
-    Ok(finish_signal(input_q, layers))
+    // one sample at a time, moments pooled over the concatenated samples
+    let mut acc: Vec<Vec<Tensor>> = vec![Vec::new(); probes.len()];
+    for i in 0..b.len {
+        let one = b
+            .inputs
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.narrow(0, i, 1)?)))
+            .collect::<Result<_, ExecError>>()?;
+        let out = exec.forward_probed(&one, Mode::Probe, &probes)?;
+        for (a, p) in acc.iter_mut().zip(&probes) {
+            // detached: the sample's graph is freed before the next
+            a.push(out.probes[p].detach());
+        }
+    }
+    let pooled = probes
+        .into_iter()
+        .zip(acc)
+        .map(|(p, ts)| Ok((p, Tensor::cat(&ts, 0)?)))
+        .collect::<Result<_, ExecError>>()?;
+    signal_of(exec, &b, &pooled)
 }
 
 /// [`signal`] and [`grad_norms`] from one forward pass (the probed values of
