@@ -73,6 +73,63 @@ impl Layer {
         data
     }
 
+    /// `(n_out, n_in)` when the weight is stored as the plain transpose of its
+    /// canonical matrix (`MatMul(X, W)`, Gemm `transB=0`): a writer can then
+    /// emit it from the canonical matrix in bands, without a transposed copy.
+    pub fn stored_as_transpose(&self) -> Option<(usize, usize)> {
+        let plain = self.layout.steps.is_empty() && self.groups == 1 && self.kernel.is_empty();
+        (plain && self.layout.operand == OperandLayout::InOut).then_some((self.n_out, self.n_in))
+    }
+
+    /// Whether the weight is stored in its canonical layout (Gemm `transB=1`,
+    /// `MatMul(W, X)`, Conv).
+    pub fn stored_is_canonical(&self) -> bool {
+        matches!(
+            self.layout.operand,
+            OperandLayout::OutIn | OperandLayout::Conv
+        ) && self.layout.steps.is_empty()
+    }
+
+    /// [`Layer::canonical_to_stored`] taking the values, without a second copy
+    /// where possible: a move when the two layouts coincide, an in-place
+    /// transpose for a square plain transpose.
+    pub fn canonical_into_stored(&self, mut canonical: Vec<f64>) -> Vec<f64> {
+        if self.stored_is_canonical() {
+            return canonical;
+        }
+        match self.stored_as_transpose() {
+            Some((n_out, n_in)) if n_out == n_in => {
+                transpose_square_in_place(&mut canonical, n_out);
+                canonical
+            }
+            _ => self.canonical_to_stored(&canonical),
+        }
+    }
+
+    /// A canonical mask in the stored layout: moved when the layouts
+    /// coincide, transposed as booleans for a plain transpose, else through
+    /// [`Layer::canonical_to_stored`] (as 0/1 values).
+    pub fn mask_to_stored(&self, mask: Vec<bool>) -> Vec<bool> {
+        if self.stored_is_canonical() {
+            return mask;
+        }
+        if let Some((n_out, n_in)) = self.stored_as_transpose() {
+            let mut stored = vec![false; mask.len()];
+            for o in 0..n_out {
+                for i in 0..n_in {
+                    stored[i * n_out + o] = mask[o * n_in + i];
+                }
+            }
+            return stored;
+        }
+        let as_f64: Vec<f64> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+        drop(mask);
+        self.canonical_into_stored(as_f64)
+            .iter()
+            .map(|&v| v != 0.0)
+            .collect()
+    }
+
     fn operand_to_canonical(&self, data: &[f64], dims: &[usize]) -> Vec<f64> {
         match self.layout.operand {
             OperandLayout::OutIn | OperandLayout::Conv => data.to_vec(),
@@ -183,6 +240,20 @@ fn transpose_2d(data: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     out
 }
 
+/// Transposes an `n × n` row-major matrix in place, tile by tile.
+fn transpose_square_in_place(a: &mut [f64], n: usize) {
+    const TILE: usize = 32;
+    for i0 in (0..n).step_by(TILE) {
+        for j0 in (i0..n).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(n) {
+                for j in j0.max(i + 1)..(j0 + TILE).min(n) {
+                    a.swap(i * n + j, j * n + i);
+                }
+            }
+        }
+    }
+}
+
 /// The tap that maps output pixel `p` to input pixel `p` (schemes.md §0.4),
 /// per spatial axis: `pad_begin / dilation`, when every stride is 1, the
 /// padding keeps the size (`begin + end = d·(k−1)`) and the division is exact.
@@ -222,6 +293,19 @@ pub(crate) fn same_pads(k: usize, s: usize, d: usize, upper: bool) -> (usize, us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn square_transpose_in_place_matches_the_definition() {
+        for n in [1, 5, 32, 33, 70] {
+            let a: Vec<f64> = (0..n * n).map(|v| v as f64).collect();
+            let mut t = a.clone();
+            transpose_square_in_place(&mut t, n);
+            assert!(
+                (0..n).all(|i| (0..n).all(|j| t[i * n + j] == a[j * n + i])),
+                "n = {n}"
+            );
+        }
+    }
     use crate::types::{Activation, AutoPad, LayerKind, WeightLayout};
     use reinit_onnx::TensorId;
 
@@ -343,6 +427,36 @@ mod tests {
                 &[3],
             ),
         ]
+    }
+
+    #[test]
+    fn owned_conversions_agree_with_the_general_one() {
+        let mut square = all_layouts();
+        square.push(layer(
+            LayerKind::Linear,
+            OperandLayout::InOut,
+            &[40, 40],
+            vec![],
+            1,
+            40,
+            40,
+            &[],
+        ));
+        for l in square {
+            let canonical = values(l.numel());
+            let stored = l.canonical_to_stored(&canonical);
+            assert_eq!(
+                l.canonical_into_stored(canonical.clone()),
+                stored,
+                "{:?}",
+                l.layout
+            );
+            // Values are distinct, so a predicate on them marks positions.
+            let marked = |v: &f64| (((v + 3.0) * 2.0) as usize).is_multiple_of(3);
+            let mask: Vec<bool> = canonical.iter().map(marked).collect();
+            let expected: Vec<bool> = stored.iter().map(marked).collect();
+            assert_eq!(l.mask_to_stored(mask), expected, "{:?}", l.layout);
+        }
     }
 
     #[test]

@@ -147,29 +147,31 @@ pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<App
         in_place: args.in_place,
         data_file: None,
     };
-    let (mut applied, bytes) = if want_bytes && !args.dry_run && output.is_none() {
-        let (applied, bytes) = reinit::apply_to_bytes(&model, &plan, seed, &|| {})?;
-        if let Some(mask_out) = args.mask_out.as_deref() {
-            reinit::write_masks(&applied.masks, mask_out)?;
+    let session = reinit::Session::new(&model, &plan, seed)?;
+    let write_masks = |masks: &[reinit::Mask]| match args.mask_out.as_deref() {
+        Some(mask_out) => reinit::write_masks(masks, mask_out),
+        None => Ok(()),
+    };
+    let (mut applied, bytes) = match output.as_deref() {
+        _ if args.dry_run => (session.dry_run()?, None),
+        Some(path) => {
+            let rewritten = session.write(path, &save)?;
+            write_masks(&rewritten.masks)?;
+            let bytes = want_bytes
+                .then(|| std::fs::read(path))
+                .transpose()
+                .map_err(|e| Error::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+            (rewritten, bytes)
         }
-        (applied, Some(bytes))
-    } else {
-        let applied = reinit::apply_and_write(
-            &model,
-            &plan,
-            seed,
-            output.as_deref().map(|path| (path, &save)),
-            args.mask_out.as_deref(),
-            &|| {},
-        )?;
-        let bytes = match (&output, want_bytes && !args.dry_run) {
-            (Some(path), true) => Some(std::fs::read(path).map_err(|e| Error::Io {
-                path: path.clone(),
-                source: e,
-            })?),
-            _ => None,
-        };
-        (applied, bytes)
+        None if want_bytes => {
+            let (rewritten, bytes) = session.to_bytes()?;
+            write_masks(&rewritten.masks)?;
+            (rewritten, Some(bytes))
+        }
+        None => (session.dry_run()?, None),
     };
     let report = &mut applied.report;
     // Returning bytes is not a dry run even though no file was written.

@@ -14,11 +14,11 @@ use reinit_candle::{LsuvData, LsuvSettings};
 use reinit_onnx::{Model, SaveOptions, TensorId};
 use reinit_schemes::{LsuvTolOn, Scheme};
 
-use crate::apply::{Applied, Deferred, Refinement, draw_all};
 use crate::calibration::Calibration;
 use crate::error::Error;
 use crate::plan::Plan;
 use crate::report::{LsuvLayer, LsuvReport};
+use crate::session::{Refinement, Session};
 
 /// What the data pass found: per-weight scales, the report's LSUV section,
 /// and warnings (a graph the executor cannot run keeps the pre-init).
@@ -40,7 +40,6 @@ pub(crate) fn refine(model: &Model, plan: &Plan, seed: u64) -> Result<Refined, E
     let Some(Scheme::Lsuv(params)) = lsuv.first().map(|w| w.scheme) else {
         return Ok(Refined::default());
     };
-    let draft = draw_all(model, plan, seed, HashMap::new(), &|| {})?;
     let names: Vec<String> = lsuv.iter().map(|w| w.name.clone()).collect();
     let settings = LsuvSettings {
         target_var: params.target_var,
@@ -61,7 +60,7 @@ pub(crate) fn refine(model: &Model, plan: &Plan, seed: u64) -> Result<Refined, E
     };
     // A graph the executor cannot run (an unsupported op, an unusual batch
     // layout) keeps the orthonormal pre-init, and the report says why.
-    let outcome = with_draft(model, plan, &draft, |pre| {
+    let outcome = with_draft(model, plan, seed, |pre| {
         Ok(reinit_candle::lsuv(pre, &names, &settings, data))
     })?;
     let outcome = match outcome {
@@ -151,19 +150,18 @@ fn user_samples(calibration: &Calibration) -> Result<Option<Vec<NamedSamples>>, 
         .map(Some)
 }
 
-/// Runs `f` on the draft model: in memory, or, with external data, saved
-/// into a temporary directory (its data file beside it) and loaded back.
+/// Runs `f` on the draft (every weight drawn, none refined): in memory, or,
+/// with external data, saved into a temporary directory (its data file
+/// beside it) and loaded back.
 fn with_draft<T>(
     model: &Model,
     plan: &Plan,
-    draft: &Applied,
+    seed: u64,
     f: impl FnOnce(&Model) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let source = Deferred::new(model, plan, draft);
+    let draft = Session::draft(model, plan, seed)?;
     if !model.has_external_data() {
-        let bytes = model
-            .to_bytes_deferred(&draft.edits, &source)
-            .map_err(Error::Save)?;
+        let (_, bytes) = draft.to_bytes()?;
         let pre = Model::from_bytes(bytes, model.base_dir()).map_err(Error::Load)?;
         return f(&pre);
     }
@@ -172,9 +170,7 @@ fn with_draft<T>(
         source: e,
     })?;
     let path = dir.path().join("lsuv-draft.onnx");
-    model
-        .save_deferred(&path, &draft.edits, &source, &SaveOptions::default())
-        .map_err(Error::Save)?;
+    draft.write(&path, &SaveOptions::default())?;
     let pre = Model::load(&path).map_err(Error::Load)?;
     f(&pre)
 }

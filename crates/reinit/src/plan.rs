@@ -464,10 +464,20 @@ mod tests {
                     .num_threads(threads)
                     .build()
                     .unwrap();
-                pool.install(|| crate::apply_to_bytes(&model, &p, 9, &|| {}).unwrap().1)
+                pool.install(|| {
+                    crate::Session::new(&model, &p, 9)
+                        .unwrap()
+                        .to_bytes()
+                        .unwrap()
+                        .1
+                })
             };
             assert!(run(1) == run(3), "{scheme}");
-            let other = crate::apply_to_bytes(&model, &p, 10, &|| {}).unwrap().1;
+            let other = crate::Session::new(&model, &p, 10)
+                .unwrap()
+                .to_bytes()
+                .unwrap()
+                .1;
             assert!(
                 other != run(1),
                 "{scheme}: a different seed gives different weights"

@@ -1,5 +1,5 @@
 //! Whole rewrites of files and directories, as the CLI and the Python
-//! package run them: load → plan → apply (with LSUV's data pass) → write,
+//! package run them: load → plan → session (LSUV's data pass, draws) → write,
 //! with the report's timings. Directory mode (an encoder/decoder export:
 //! several `.onnx` files rewritten with one seed) lives here so that both
 //! callers share it.
@@ -12,6 +12,7 @@ use reinit_onnx::{Model, SaveOptions};
 use crate::error::Error;
 use crate::plan::PlanOptions;
 use crate::report::Report;
+use crate::session::{Session, write_masks};
 
 /// Progress callbacks of a rewrite (a progress bar).
 #[derive(Clone, Copy)]
@@ -46,9 +47,17 @@ pub fn rewrite_file(
     let plan = crate::plan(&model, options)?;
     let t_plan = t0.elapsed() - t_load;
     (progress.planned)(plan.weights.len());
-    let output = output.map(|p| (p, save));
-    let applied = crate::apply_and_write(&model, &plan, seed, output, mask_out, progress.tick)?;
-    let mut report = applied.report;
+    let session = Session::with_progress(&model, &plan, seed, progress.tick)?;
+    let mut report = match output {
+        Some(path) => {
+            let rewritten = session.write(path, save)?;
+            if let Some(mask_out) = mask_out {
+                write_masks(&rewritten.masks, mask_out)?;
+            }
+            rewritten.report
+        }
+        None => session.dry_run()?.report,
+    };
     report.timings_ms.load = t_load.as_secs_f64() * 1e3;
     report.timings_ms.analyze_and_plan = t_plan.as_secs_f64() * 1e3;
     Ok(report)

@@ -8,7 +8,7 @@
 //! (orthogonal, EOI, IDInit, …) are built whole in canonical layout; a
 //! `MatMul(X, W)` one is written as encoded transposed bands
 //! ([`write_transposed`]), the others converted by the graph's layout (see
-//! `apply`).
+//! `session::draw`).
 
 use rayon::prelude::*;
 use reinit_onnx::{DType, ValueSink};

@@ -72,9 +72,8 @@ pub fn verify(
         };
         let plan = crate::plan(model, &options)?;
         let path = scratch.path().join(format!("{scheme}.onnx"));
-        let save = SaveOptions::default();
         let applied =
-            crate::apply_and_write(model, &plan, seed, Some((&path, &save)), None, &|| {})?;
+            crate::Session::new(model, &plan, seed)?.write(&path, &SaveOptions::default())?;
         if let Some(q) = first_q_star(&applied.report) {
             q_stars.insert(scheme.clone(), q);
         }

@@ -63,14 +63,7 @@ fn rewrite(input: &Path, scheme: &str, dir: &Path) -> String {
             ..Default::default()
         };
         let plan = reinit::plan(&model, &options)?;
-        reinit::apply_and_write(
-            &model,
-            &plan,
-            SEED,
-            Some((&out, &SaveOptions::default())),
-            None,
-            &|| {},
-        )?;
+        reinit::Session::new(&model, &plan, SEED)?.write(&out, &SaveOptions::default())?;
         Ok(())
     })();
     match result {

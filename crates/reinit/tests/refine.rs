@@ -1,11 +1,11 @@
 //! The refine step of a rewrite (issues 15 and 16): LSUV's scales reach the
-//! written weights on every library route — `apply` + `write`,
-//! `apply_and_write`, `apply_to_bytes`, embedded and external weights — and
+//! written weights on every library route — `Session::write`, `to_bytes`,
+//! `dry_run`, embedded and external weights — and
 //! `--reset-norms` sets every norm layer's parameters.
 
 use std::path::{Path, PathBuf};
 
-use reinit::{PlanOptions, apply, apply_and_write, apply_to_bytes, plan};
+use reinit::{PlanOptions, Session, plan};
 use reinit_onnx::{Model, SaveOptions};
 use reinit_schemes::NormOptions;
 
@@ -95,14 +95,16 @@ fn assert_scaled_as_reported(out: &Model, report: &reinit::Report) {
 
 #[test]
 fn library_apply_then_write_calibrates_lsuv() {
-    // The library route the crate docs show: apply, then write. It skipped
-    // LSUV's data pass before.
+    // The library route the crate docs show: a session, then write. (`apply`
+    // then `write` skipped LSUV's data pass once.)
     let model = Model::load(fixtures().join("mlp_tanh.onnx")).unwrap();
     let plan = plan(&model, &lsuv_options()).unwrap();
-    let mut applied = apply(&model, &plan, 3).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.onnx");
-    reinit::write(&model, &plan, &mut applied, &out, &SaveOptions::default()).unwrap();
+    let applied = Session::new(&model, &plan, 3)
+        .unwrap()
+        .write(&out, &SaveOptions::default())
+        .unwrap();
     let written = Model::load(&out).unwrap();
     assert_scaled_as_reported(&written, &applied.report);
     assert!(applied.report.lsuv.as_ref().unwrap().data.contains("task"));
@@ -115,19 +117,14 @@ fn deferred_and_external_weights_are_calibrated_and_routes_agree() {
         let plan = plan(&model, &lsuv_options()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("m.onnx");
-        let applied = apply_and_write(
-            &model,
-            &plan,
-            9,
-            Some((&out, &SaveOptions::default())),
-            None,
-            &|| {},
-        )
-        .unwrap();
+        let applied = Session::new(&model, &plan, 9)
+            .unwrap()
+            .write(&out, &SaveOptions::default())
+            .unwrap();
         let written = Model::load(&out).unwrap();
         assert_scaled_as_reported(&written, &applied.report);
         if !model.has_external_data() {
-            let (_, bytes) = apply_to_bytes(&model, &plan, 9, &|| {}).unwrap();
+            let (_, bytes) = Session::new(&model, &plan, 9).unwrap().to_bytes().unwrap();
             assert!(bytes == std::fs::read(&out).unwrap(), "{fixture}");
         }
     }
@@ -156,14 +153,21 @@ fn user_calibration_data_is_used_and_named() {
         ..lsuv_options()
     };
     let with_data = plan(&model, &options).unwrap();
-    let applied = apply(&model, &with_data, 3).unwrap();
+    let applied = Session::new(&model, &with_data, 3)
+        .unwrap()
+        .dry_run()
+        .unwrap();
     let lsuv = applied.report.lsuv.as_ref().unwrap();
     assert!(
         lsuv.data.starts_with("test samples: 32 samples"),
         "{}",
         lsuv.data
     );
-    let task = apply(&model, &plan(&model, &lsuv_options()).unwrap(), 3).unwrap();
+    let task_plan = plan(&model, &lsuv_options()).unwrap();
+    let task = Session::new(&model, &task_plan, 3)
+        .unwrap()
+        .dry_run()
+        .unwrap();
     let task = task.report.lsuv.unwrap();
     assert!(
         lsuv.layers[0].scale != task.layers[0].scale,
@@ -188,15 +192,10 @@ fn reset_norms_sets_every_norm_and_is_recorded() {
         let p = plan(&model, &options).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("m.onnx");
-        let applied = apply_and_write(
-            &model,
-            &p,
-            1,
-            Some((&out, &SaveOptions::default())),
-            None,
-            &|| {},
-        )
-        .unwrap();
+        let applied = Session::new(&model, &p, 1)
+            .unwrap()
+            .write(&out, &SaveOptions::default())
+            .unwrap();
         let written = Model::load(&out).unwrap();
         assert_eq!(applied.report.norms_reset.len(), analysis.norms.len());
         let recorded = written.metadata("reinit.norms_reset").unwrap();
@@ -242,7 +241,7 @@ fn zero_init_last_gamma_applies_on_top_of_a_reset_and_auto_resets() {
         ..Default::default()
     };
     let p = plan(&model, &options).unwrap();
-    let (applied, bytes) = apply_to_bytes(&model, &p, 1, &|| {}).unwrap();
+    let (applied, bytes) = Session::new(&model, &p, 1).unwrap().to_bytes().unwrap();
     let written = Model::from_bytes(bytes, None).unwrap();
     assert_eq!(applied.report.norms_reset.len(), analysis.norms.len());
     assert!(applied.report.summary().contains("auto resets norms"));

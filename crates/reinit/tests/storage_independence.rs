@@ -137,7 +137,7 @@ fn streamed_weights_reach_lsuv_and_in_memory_outputs() {
     // i.i.d. weights that are otherwise drawn only while the output is
     // written; `apply_to_bytes` (the Python package's in-memory route) must
     // produce them too, identical to a written file.
-    use reinit::{PlanOptions, apply_and_write, apply_to_bytes, parse_rules, plan};
+    use reinit::{PlanOptions, Session, parse_rules, plan};
     use reinit_onnx::SaveOptions;
     let model = Model::load(fixtures().join("mlp_tanh.onnx")).unwrap();
     let rules = parse_rules("[[rule]]\npattern = \"0\"\nscheme = \"he\"\n").unwrap();
@@ -152,7 +152,7 @@ fn streamed_weights_reach_lsuv_and_in_memory_outputs() {
         schemes.contains(&"he") && schemes.contains(&"lsuv"),
         "{schemes:?}"
     );
-    let (applied, bytes) = apply_to_bytes(&model, &plan, 5, &|| {}).unwrap();
+    let (applied, bytes) = Session::new(&model, &plan, 5).unwrap().to_bytes().unwrap();
     assert_eq!(
         applied
             .report
@@ -164,15 +164,10 @@ fn streamed_weights_reach_lsuv_and_in_memory_outputs() {
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.onnx");
-    apply_and_write(
-        &model,
-        &plan,
-        5,
-        Some((&out, &SaveOptions::default())),
-        None,
-        &|| {},
-    )
-    .unwrap();
+    Session::new(&model, &plan, 5)
+        .unwrap()
+        .write(&out, &SaveOptions::default())
+        .unwrap();
     assert!(
         std::fs::read(&out).unwrap() == bytes,
         "in-memory and written outputs differ"
@@ -190,7 +185,7 @@ fn streamed_weights_reach_lsuv_and_in_memory_outputs() {
 fn eoi_masks_are_the_support_of_the_stored_weights() {
     // Masks are converted to the stored layout on their own (as booleans for
     // MatMul(X, W)); they must mark exactly the non-zeros of what is written.
-    use reinit::{PlanOptions, SchemeParams, apply_to_bytes, plan};
+    use reinit::{PlanOptions, SchemeParams, Session, plan};
     let dir = tempfile::tempdir().unwrap();
     let path = mlp(dir.path(), "m.onnx", &[300, 257, 300, 40], false);
     let model = Model::load(&path).unwrap();
@@ -200,7 +195,7 @@ fn eoi_masks_are_the_support_of_the_stored_weights() {
         ..Default::default()
     };
     let plan = plan(&model, &options).unwrap();
-    let (applied, bytes) = apply_to_bytes(&model, &plan, 4, &|| {}).unwrap();
+    let (applied, bytes) = Session::new(&model, &plan, 4).unwrap().to_bytes().unwrap();
     let written = Model::from_bytes(bytes, Some(dir.path())).unwrap();
     assert_eq!(applied.masks.len(), 3);
     for mask in &applied.masks {
@@ -216,7 +211,7 @@ fn eoi_masks_are_the_support_of_the_stored_weights() {
 fn random_mask_masks_are_the_zero_pattern_at_the_exact_density() {
     // random-mask (issue 15 item 8) through the library, MatMul(X, W) layouts included:
     // each layer keeps round(d·numel) weights, and the mask is what is written.
-    use reinit::{PlanOptions, SchemeParams, apply_to_bytes, plan};
+    use reinit::{PlanOptions, SchemeParams, Session, plan};
     let dir = tempfile::tempdir().unwrap();
     let path = mlp(dir.path(), "m.onnx", &[300, 257, 300, 40], false);
     let model = Model::load(&path).unwrap();
@@ -231,8 +226,8 @@ fn random_mask_masks_are_the_zero_pattern_at_the_exact_density() {
             ..Default::default()
         };
         let plan = plan(&model, &options).unwrap();
-        let (applied, bytes) = apply_to_bytes(&model, &plan, 4, &|| {}).unwrap();
-        let (_, again) = apply_to_bytes(&model, &plan, 4, &|| {}).unwrap();
+        let (applied, bytes) = Session::new(&model, &plan, 4).unwrap().to_bytes().unwrap();
+        let (_, again) = Session::new(&model, &plan, 4).unwrap().to_bytes().unwrap();
         assert!(bytes == again, "{base}: not deterministic");
         let written = Model::from_bytes(bytes, Some(dir.path())).unwrap();
         assert_eq!(applied.masks.len(), 3);
@@ -255,7 +250,7 @@ fn embedded_structured_weights_are_drawn_during_the_save_not_held() {
     // The structured schemes' weights are left to the save (drawn a window at
     // a time), so `apply` holds no payload of new weights; what the save then
     // writes is what the scheme promises.
-    use reinit::{PlanOptions, apply, apply_to_bytes, plan};
+    use reinit::{PlanOptions, Session, plan};
     let dir = tempfile::tempdir().unwrap();
     let path = mlp(dir.path(), "m.onnx", &[64, 48, 48, 32, 10], false);
     let model = Model::load(&path).unwrap();
@@ -266,21 +261,20 @@ fn embedded_structured_weights_are_drawn_during_the_save_not_held() {
         };
         let plan = plan(&model, &options).unwrap();
         assert_eq!(plan.weights.len(), 4, "{scheme}");
-        let applied = apply(&model, &plan, 3).unwrap();
+        let session = Session::new(&model, &plan, 3).unwrap();
         for w in &plan.weights {
-            assert!(applied.edits.is_deferred(w.tensor), "{scheme}: {}", w.name);
-            assert!(
-                applied.edits.payload(w.tensor).is_none(),
-                "{scheme}: {}",
-                w.name
-            );
+            assert!(session.is_deferred(w.tensor), "{scheme}: {}", w.name);
+            assert!(!session.holds_values(w.tensor), "{scheme}: {}", w.name);
         }
         // progress: one tick per weight, though all are filled during the save
         let ticks = std::sync::atomic::AtomicUsize::new(0);
         let tick = || {
             ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         };
-        let (applied, bytes) = apply_to_bytes(&model, &plan, 3, &tick).unwrap();
+        let (applied, bytes) = Session::with_progress(&model, &plan, 3, &tick)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
         assert_eq!(ticks.into_inner(), 4, "{scheme}");
         assert_eq!(
             applied
@@ -316,7 +310,7 @@ fn large_outputs_written_past_the_page_cache_equal_the_in_memory_bytes() {
     // Outputs past 4 MiB leave the page cache (O_DIRECT blocks from a writer
     // thread, where the file system allows): the file must hold exactly what
     // the in-memory route produces, for a model file and for a data file.
-    use reinit::{PlanOptions, apply_to_bytes, plan};
+    use reinit::{PlanOptions, Session, plan};
     let dir = tempfile::tempdir().unwrap();
     let widths = [1100, 1300, 1200, 10];
     let embedded = mlp(dir.path(), "big.onnx", &widths, false);
@@ -328,7 +322,11 @@ fn large_outputs_written_past_the_page_cache_equal_the_in_memory_bytes() {
             ..Default::default()
         };
         let plan = plan(&model, &options).unwrap();
-        let in_memory = apply_to_bytes(&model, &plan, 5, &|| {}).unwrap().1;
+        let in_memory = Session::new(&model, &plan, 5)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .1;
         let rewrite_to = |input: &Path, name: String, envs: &[(&str, &str)]| {
             let out = dir.path().join(name);
             let (input, output) = (input.to_str().unwrap(), out.to_str().unwrap());

@@ -36,9 +36,11 @@ fn variant(
         ..Default::default()
     };
     let plan = reinit::plan(&model, &options).unwrap();
-    let mut applied = reinit::apply(&model, &plan, seed).unwrap();
     let path = dir.join(format!("{fixture_name}.{scheme}.{seed}.onnx"));
-    reinit::write(&model, &plan, &mut applied, &path, &SaveOptions::default()).unwrap();
+    let applied = reinit::Session::new(&model, &plan, seed)
+        .unwrap()
+        .write(&path, &SaveOptions::default())
+        .unwrap();
     let mask = (!applied.masks.is_empty()).then(|| {
         applied
             .masks
