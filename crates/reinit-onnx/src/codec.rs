@@ -1,5 +1,7 @@
 //! Tensor element types and storage fields, and the conversions between stored
-//! bytes and f64/f32 values. Writing rounds to nearest, ties to even.
+//! bytes and f64/f32 values. Writing rounds to nearest, ties to even. The
+//! model-level queries (can a tensor's new values be encoded, or produced
+//! while it is written, in its own storage?) are in `queries`.
 
 use half::{bf16, f16};
 
@@ -308,6 +310,170 @@ impl DType {
             }
         }
         Ok(())
+    }
+}
+
+/// Codec queries about a model's tensors: whether and how new values can be
+/// encoded into a tensor's own storage, and decoded back from an edit.
+mod queries {
+    use std::borrow::Cow;
+
+    use super::{DType, Storage};
+    use crate::error::Error;
+    use crate::index;
+    use crate::model::{Model, TensorId};
+    use crate::save::{Edits, Payload};
+    use crate::wire;
+
+    impl Model {
+        pub(crate) fn check_values(&self, id: TensorId, values: &[f64]) -> Result<(), Error> {
+            let entry = self.tensor(id);
+            if !entry.dtype.is_float() {
+                return Err(
+                    self.tensor_error(entry, format!("cannot rewrite a {} tensor", entry.dtype))
+                );
+            }
+            if values.len() != entry.numel() {
+                return Err(self.tensor_error(
+                    entry,
+                    format!(
+                        "{} new values for a tensor of {} elements",
+                        values.len(),
+                        entry.numel()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+
+        /// Checks `values` against tensor `id` and encodes them in its dtype and
+        /// storage form (little-endian for `raw_data` and external data, the
+        /// packed payload for typed fields), ready for [`Edits::set_payload`].
+        pub fn encode(&self, id: TensorId, values: &[f64]) -> Result<Payload, Error> {
+            self.check_values(id, values)?;
+            let entry = self.tensor(id);
+            let storage = match entry.storage {
+                Storage::External(_) => &Storage::Raw,
+                ref other => other,
+            };
+            let bytes = super::encode(values, entry.dtype, storage)
+                .map_err(|reason| self.tensor_error(entry, reason))?;
+            Ok(Payload { id, bytes })
+        }
+
+        /// Whether float tensor `id`'s storage holds its values as plain
+        /// little-endian bytes of its dtype (see [`Model::payload_from_le`]).
+        pub fn holds_le_bytes(&self, id: TensorId) -> bool {
+            let entry = self.tensor(id);
+            match (&entry.storage, entry.dtype) {
+                (Storage::Raw | Storage::External(_), dtype) => dtype.is_float(),
+                (Storage::FloatData, DType::F32) | (Storage::DoubleData, DType::F64) => true,
+                _ => false,
+            }
+        }
+
+        /// A payload from values already encoded little-endian in the tensor's
+        /// dtype (by [`DType::write_le`](crate::DType::write_le)), for tensors
+        /// whose storage holds exactly those bytes (`raw_data`, external data,
+        /// f32 `float_data`, f64 `double_data`); `None` for the others (halves
+        /// in `int32_data` are varints: use [`Model::encode`]).
+        pub fn payload_from_le(
+            &self,
+            id: TensorId,
+            bytes: Vec<u8>,
+        ) -> Result<Option<Payload>, Error> {
+            if !self.holds_le_bytes(id) {
+                return Ok(None);
+            }
+            let entry = self.tensor(id);
+            let expected = entry.numel() * entry.dtype.size().unwrap_or(0);
+            if bytes.len() != expected {
+                return Err(self.tensor_error(
+                    entry,
+                    format!("{} encoded bytes for {expected}", bytes.len()),
+                ));
+            }
+            Ok(Some(Payload { id, bytes }))
+        }
+
+        /// The new values of an edited tensor, whether they were given as values
+        /// or as an encoded payload (`None` when the tensor is not edited or deferred).
+        pub fn edited_values(
+            &self,
+            edits: &Edits,
+            id: TensorId,
+        ) -> Result<Option<Vec<f64>>, Error> {
+            if let Some(values) = edits.get(id) {
+                return Ok(Some(values.to_vec()));
+            }
+            let Some(payload) = edits.payload(id) else {
+                return Ok(None);
+            };
+            let entry = self.tensor(id);
+            let decoded = match (&entry.storage, entry.dtype) {
+                (Storage::Int32Data, dtype @ (DType::F16 | DType::BF16)) => {
+                    let bits: Vec<i32> = super::decode_varints(payload)
+                        .into_iter()
+                        .map(|v| v as i32)
+                        .collect();
+                    Some(super::decode_half_bits(&bits, dtype))
+                }
+                (_, dtype) => super::decode_le(payload, dtype),
+            };
+            decoded
+                .map(Some)
+                .ok_or_else(|| self.tensor_error(entry, "cannot decode its new payload".into()))
+        }
+
+        /// The new payload of an edited tensor: as given, or encoded now.
+        pub(crate) fn encoded<'e>(
+            &self,
+            id: TensorId,
+            edits: &'e Edits,
+        ) -> Result<Cow<'e, [u8]>, Error> {
+            if let Some(payload) = edits.payload(id) {
+                return Ok(Cow::Borrowed(payload));
+            }
+            let Some(values) = edits.get(id) else {
+                return Err(self.tensor_error(
+                    self.tensor(id),
+                    "deferred values are only supported for external tensors".into(),
+                ));
+            };
+            Ok(Cow::Owned(self.encode(id, values)?.bytes))
+        }
+
+        /// Whether tensor `id`'s new values can be produced by a
+        /// [`DeferredValues`] source while the save writes it: float tensors in
+        /// external data, and embedded ones whose values are one length-delimited
+        /// field of little-endian bytes (`raw_data`, packed f32 `float_data`,
+        /// packed f64 `double_data`), whose new length is known in advance.
+        pub fn can_defer(&self, id: TensorId) -> bool {
+            match self.tensor(id).storage {
+                Storage::External(_) => self.tensor(id).dtype.is_float(),
+                _ => self.streamable_payload_field(id).is_some(),
+            }
+        }
+
+        /// The single length-delimited payload field of an embedded tensor that
+        /// holds little-endian bytes of its dtype.
+        pub(crate) fn streamable_payload_field(&self, id: TensorId) -> Option<&wire::Field> {
+            let entry = self.tensor(id);
+            let number = match (&entry.storage, entry.dtype) {
+                (Storage::Raw, dtype) if dtype.is_float() => index::TENSOR_RAW,
+                (Storage::FloatData, DType::F32) => index::TENSOR_FLOAT,
+                (Storage::DoubleData, DType::F64) => index::TENSOR_DOUBLE,
+                _ => return None,
+            };
+            let mut fields = self.sites[id.0]
+                .payload_fields
+                .iter()
+                .filter(|f| f.number == number);
+            match (fields.next(), fields.next()) {
+                (Some(f), None) if f.wire_type == wire::LEN && f.len_prefix.is_some() => Some(f),
+                _ => None,
+            }
+        }
     }
 }
 
