@@ -1,0 +1,130 @@
+"""Issue 17's puzzle: on a 64-deep tanh MLP (width 64, digits, SGD lr 0.01, 300 steps,
+batch 16) sparse EOI (density 0.125) trains but dense `critical` stalls. Is it the inputs
+(q*), σ_b, the learning rate, or a bug?
+
+Measured: the issue's exact run (standardized inputs and inputs at q*), then a learning-rate
+sweep of dense `critical` against EOI at density 0.125 and dense EOI (density 1), 3 seeds,
+inputs at q*. If the learning rate is the cause, the largest lr at which each arm trains
+scales with the fraction of trainable weights (a masked SGD step moves the function about
+`density` times as far as a dense one).
+"""
+from __future__ import annotations
+
+from common import Q_STAR_TANH, fmt, mean, model_file, plt, save_fig, spread, table, verify
+
+CONFIGS = {
+    "full": dict(depth=64, width=64, steps=300, seeds=[1, 2, 3],
+                 lrs=[0.00125, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08]),
+    "smoke": dict(depth=32, width=64, steps=150, seeds=[3], lrs=[0.0025, 0.04]),
+}
+ARMS = [
+    ("critical", "critical", {}),
+    ("eoi d=0.125", "eoi", {"density": 0.125}),
+    ("eoi d=1 (dense)", "eoi", {"density": 1}),
+]
+
+
+def _point(run):
+    return dict(verdict=run["verdict"], heldout=run["heldout"]["value"],
+                initial=run["initial_loss"], final=run["final_loss"])
+
+
+def run(cfg):
+    m = model_file("mlp", depth=cfg["depth"], width=cfg["width"], act="tanh")
+    res = {"cfg": cfg, "issue": [], "sweep": {}}
+    # the issue's runs, seed 3, lr 0.01
+    for q in (None, Q_STAR_TANH):
+        for label, scheme, params in ARMS[:2] + [("he", "he", {})]:
+            r = verify(m, scheme, steps=cfg["steps"], seed=3, lr=0.01, input_q=q, params=params)
+            res["issue"].append(dict(arm=label, input_q=q, command=r["command"],
+                                     jac_mean=r["jacobian"]["mean_sq_sv"], **_point(r)))
+    for label, scheme, params in ARMS:
+        res["sweep"][label] = {
+            str(lr): [_point(verify(m, scheme, steps=cfg["steps"], seed=s, lr=lr,
+                                    input_q=Q_STAR_TANH, params=params))
+                      for s in cfg["seeds"]]
+            for lr in cfg["lrs"]
+        }
+    res["command"] = verify(m, "critical", steps=cfg["steps"], seed=cfg["seeds"][0],
+                            lr=cfg["lrs"][0], input_q=Q_STAR_TANH)["command"]
+    return res
+
+
+def max_training_lr(res, arm):
+    """Largest lr of the sweep at which every seed's verdict is `trains`."""
+    ok = [float(lr) for lr, pts in res["sweep"][arm].items()
+          if all(p["verdict"] == "trains" for p in pts)]
+    return max(ok) if ok else None
+
+
+def checks(res):
+    lrs = sorted(float(x) for x in res["sweep"]["critical"])
+    lo, hi = str(lrs[0]), str(lrs[-1])
+    sw = res["sweep"]
+    crit_lo = all(p["verdict"] == "trains" for p in sw["critical"][lo])
+    crit_hi = all(p["verdict"] != "trains" for p in sw["critical"][hi])
+    eoi_hi_ok = [p["verdict"] == "trains" for p in sw["eoi d=0.125"][str(lrs[-2] if len(lrs) > 2 else lrs[-1])]]
+    dense_hi = all(p["verdict"] != "trains" for p in sw["eoi d=1 (dense)"][hi])
+    m_c, m_e = max_training_lr(res, "critical"), max_training_lr(res, "eoi d=0.125")
+    return [
+        ("dense critical trains once the lr is small enough", crit_lo,
+         f"lr {lo}: {[p['verdict'] for p in sw['critical'][lo]]}"),
+        ("dense critical fails at a large lr", crit_hi,
+         f"lr {hi}: {[p['verdict'] for p in sw['critical'][hi]]}"),
+        ("dense EOI (density 1) fails at the same large lr, so the difference is density, not the scheme",
+         dense_hi, f"lr {hi}: {[p['verdict'] for p in sw['eoi d=1 (dense)'][hi]]}"),
+        ("sparse EOI trains at a larger lr than dense critical tolerates",
+         m_e is not None and (m_c is None or m_e > m_c),
+         f"largest lr where all seeds train: critical {m_c}, eoi d=0.125 {m_e}; eoi at the "
+         f"second-largest lr: {eoi_hi_ok}"),
+    ]
+
+
+def report(res, img_dir):
+    rows = [[r["arm"], "standardized (q⁰≈1)" if r["input_q"] is None else f"q* = {r['input_q']}",
+             r["verdict"], r["initial"], r["final"], r["heldout"], r["jac_mean"]]
+            for r in res["issue"]]
+    md = "The issue's runs (seed 3, SGD lr 0.01, 300 steps, batch 16):\n\n"
+    md += table(["arm", "inputs", "verdict", "loss0", "final", "held-out acc", "E[s²] at init"], rows)
+    lrs = list(res["sweep"]["critical"])
+    md += "\nLearning-rate sweep, inputs at q*, seeds " + ", ".join(map(str, res["cfg"]["seeds"]))
+    md += " (cell: held-out accuracy mean [min–max], and how many seeds `trains`):\n\n"
+    rows = []
+    for arm, by_lr in res["sweep"].items():
+        cells = []
+        for lr in lrs:
+            pts = by_lr[lr]
+            acc = [p["heldout"] for p in pts]
+            lo, hi = spread(acc)
+            n_ok = sum(p["verdict"] == "trains" for p in pts)
+            cells.append(f"{fmt(mean(acc), 2)} [{fmt(lo, 2)}–{fmt(hi, 2)}] {n_ok}/{len(pts)}")
+        rows.append([arm] + cells)
+    md += table(["arm \\ lr"] + lrs, rows)
+    md += "\nLargest lr at which every seed trains: " + ", ".join(
+        f"{arm}: {fmt(max_training_lr(res, arm))}" for arm in res["sweep"]) + "\n"
+    p = plt()
+    if p is not None:
+        fig, ax = p.subplots(figsize=(5.5, 3.4))
+        x = [float(lr) for lr in lrs]
+        for arm, by_lr in res["sweep"].items():
+            acc = [[p_["heldout"] for p_ in by_lr[lr]] for lr in lrs]
+            m_ = [mean(a) for a in acc]
+            ln, = ax.plot(x, m_, marker="o", label=arm)
+            ax.fill_between(x, [spread(a)[0] for a in acc], [spread(a)[1] for a in acc],
+                            alpha=0.2, color=ln.get_color())
+        ax.set_xscale("log")
+        ax.set_xlabel("SGD learning rate (momentum 0.9)")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(f"tanh MLP depth {res['cfg']['depth']}, inputs at q*")
+        ax.legend(fontsize=8)
+        md += f"\n![puzzle lr sweep](img/results/{save_fig(fig, img_dir, 'puzzle_lr.png')})\n"
+    return md
+
+TITLE = "Puzzle: why dense `critical` stalls where sparse EOI trains (issue 17)"
+CLAIM = ("(Not a paper claim — a question.) Dense orthogonal at criticality should train at "
+         "least as well as its sparse counterpart, yet on a 64-deep tanh MLP at SGD lr 0.01 "
+         "`critical` stalls while `eoi --density 0.125` trains.")
+SETUP = ("tanh MLP, 64 Gemm layers of width 64 (`models.mlp(64, 64, 'tanh')`), digits, SGD "
+         "(momentum 0.9), 300 steps, batch 16. First the issue's runs; then lr from 0.00125 to "
+         "0.08 for dense `critical`, `eoi --density 0.125` (σw 1) and dense `eoi --density 1`, "
+         "inputs at q* (`--input-q 0.025921`).")
