@@ -17,7 +17,7 @@ SETUP = ("Spectra: ReLU MLPs of depth 10–200 (Gemm layers), width 128, 64 inpu
          "(so the orthogonal submatrices are 64×64 and the Jacobian square), standardized "
          "inputs, `--steps 0`, 3 seeds; arms `relu-share --submatrix orthogonal`, `relu-share` "
          "(Gaussian, the paper's), `he`. Training: depth 100, width 128, digits, SGD "
-         "(momentum 0.9) lr 0.003, 300 steps, 3 seeds.")
+         "(momentum 0.9) lr 0.001, 300 steps, 3 seeds.")
 
 ARMS = [
     ("relu-share orthogonal", "relu-share", {"submatrix": "orthogonal"}),
@@ -26,8 +26,8 @@ ARMS = [
 ]
 CONFIGS = {
     "full": dict(depths=[10, 25, 50, 100, 200], width=128, seeds=[0, 1, 2],
-                 train_depth=100, steps=300, lr=0.003),
-    "smoke": dict(depths=[3, 12], width=64, seeds=[0, 1], train_depth=24, steps=120, lr=0.01,
+                 train_depth=100, steps=300, lr=0.001),
+    "smoke": dict(depths=[2, 8, 16], width=64, seeds=[0, 1, 2], train_depth=24, steps=120, lr=0.01,
                   smoke=True),
 }
 

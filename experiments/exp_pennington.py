@@ -29,7 +29,8 @@ CONFIGS = {
     "full": dict(depths=[8, 16, 32, 64], width=64, seeds=[0, 1, 2],
                  train_depth=32, steps=300, lr=0.003, threshold=1.0),
     "smoke": dict(depths=[4, 16], width=64, seeds=[0, 1],
-                  train_depth=16, steps=150, lr=0.003, threshold=1.5),
+                  train_depth=16, steps=150, lr=0.003, threshold=1.5,
+                  relu_slope_law=False),  # single-draw ReLU slopes are too noisy at 2 seeds
 }
 SPEC_ARMS = [
     ("tanh orthogonal (critical)", "tanh", "critical", {}),
@@ -79,8 +80,15 @@ def _spec(res, arm, L=None):
     return [p for p in res["spectra"] if p["arm"] == arm and (L is None or p["L"] == L)]
 
 
+def wide_depths(res):
+    """Depths where the wide-network formulas apply: L ≤ width/2. Beyond, a single 64×64
+    Jacobian's squared singular values are so heavy-tailed (most near 0, a few huge) that
+    their sample moments are dominated by one value — finite-width effects."""
+    return [L for L in res["cfg"]["depths"] if L <= res["cfg"]["width"] // 2]
+
+
 def var_slope(res, arm):
-    Ls = res["cfg"]["depths"]
+    Ls = wide_depths(res)
     return slope(Ls, [mean([p["var_sq"] for p in _spec(res, arm, L)]) for L in Ls])
 
 
@@ -91,24 +99,32 @@ def mean_steps(res, arm):
 
 
 def checks(res):
+    Ls = wide_depths(res)
     Lmax = max(res["cfg"]["depths"])
     s = {a: var_slope(res, a) for a, _, _, _ in SPEC_ARMS}
     v = {a: mean([p["var_sq"] for p in _spec(res, a, Lmax)]) for a, _, _, _ in SPEC_ARMS}
     m1 = [p["mean_sq"] for a in ("tanh orthogonal (critical)", "tanh Gaussian")
-          for p in _spec(res, a)]
+          for p in _spec(res, a) if p["L"] in Ls]
+    orth_var = {L: mean([p["var_sq"] for p in _spec(res, "tanh orthogonal (critical)", L)]) for L in Ls}
+    relu_ratio = min(mean([p["var_sq"] for p in _spec(res, a, L)]) / orth_var[L]
+                     for a in ("relu orthogonal", "relu Gaussian (he)") for L in Ls)
     t = {a: mean_steps(res, a) for a, _, _, _ in SPEC_ARMS}
     to, tg = t["tanh orthogonal (critical)"], t["tanh Gaussian"]
     return [
-        ("tanh at q*: mean squared singular value ≈ 1 for both (0.5–2, every depth and seed)",
+        (f"tanh at q*: mean squared singular value ≈ 1 for both (0.5–2, every seed, L ≤ {max(Ls)})",
          all(0.5 <= x <= 2 for x in m1), f"range {fmt(min(m1))}–{fmt(max(m1))}"),
         (f"tanh orthogonal: Var[s²] stays O(1) (≤ 0.2·L at L = {Lmax})",
          v["tanh orthogonal (critical)"] <= 0.2 * Lmax,
          f"Var = {fmt(v['tanh orthogonal (critical)'])}, theory {fmt(theory('tanh orthogonal (critical)', Lmax))}"),
-        ("tanh Gaussian: Var[s²] grows about linearly (slope 0.5–2 per layer)",
+        (f"tanh Gaussian: Var[s²] grows about linearly (slope 0.5–2 per layer, L ≤ {max(Ls)})",
          0.5 <= s["tanh Gaussian"] <= 2, f"slope {fmt(s['tanh Gaussian'])} (theory {fmt(mu_ratio(Q_STAR_TANH))})"),
-        ("ReLU: no isometry — Var[s²] grows with depth for orthogonal and Gaussian alike (slope ≥ 0.4)",
-         s["relu orthogonal"] >= 0.4 and s["relu Gaussian (he)"] >= 0.4,
-         f"slopes orthogonal {fmt(s['relu orthogonal'])} (theory 1), Gaussian {fmt(s['relu Gaussian (he)'])} (theory 2)"),
+        ("ReLU: no isometry — Var[s²] ≥ 10× tanh orthogonal's at every depth, orthogonal and Gaussian",
+         relu_ratio >= 10, f"smallest ratio {fmt(relu_ratio)}"),
+    ] + ([
+        (f"ReLU: Var[s²] slope ≈ 1 (orthogonal) and ≈ 2 (Gaussian), each within 0.5–2× (L ≤ {max(Ls)})",
+         0.5 <= s["relu orthogonal"] <= 2 and 1 <= s["relu Gaussian (he)"] <= 4,
+         f"slopes orthogonal {fmt(s['relu orthogonal'])}, Gaussian {fmt(s['relu Gaussian (he)'])}"),
+    ] if res["cfg"].get("relu_slope_law", True) else []) + [
         ("training: orthogonal tanh reaches the loss threshold first",
          to < tg and to < t["relu orthogonal"] and to < t["relu Gaussian (he)"],
          "mean steps to threshold: " + ", ".join(f"{a}: {fmt(x)}" for a, x in t.items())),
@@ -127,7 +143,7 @@ def report(res, img_dir):
                          mean([p["s_min"] for p in ps]), mean([p["s_max"] for p in ps])])
     md = "Spectra (mean over seeds; theory = the wide-network formula):\n\n"
     md += table(["arm", "L", "E[s²]", "Var[s²] [min–max]", "theory Var", "s_min", "s_max"], rows)
-    md += "\nSlope of Var[s²] in L: " + ", ".join(
+    md += f"\nSlope of Var[s²] in L (fitted on L ≤ {max(wide_depths(res))} = width/2): " + ", ".join(
         f"{a}: {fmt(var_slope(res, a))}" for a, _, _, _ in SPEC_ARMS) + "\n\n"
     rows = []
     for label, _, _, _ in SPEC_ARMS:
@@ -163,3 +179,18 @@ def report(res, img_dir):
         axes[1].set_title(f"training, depth {res['cfg']['train_depth']}")
         md += f"\n![Pennington](img/results/{save_fig(fig, img_dir, 'pennington.png')})\n"
     return md
+
+NOTES = """
+Tanh: reproduced, and quantitatively — the orthogonal arm's Var[s²] follows L·(μ2/μ1² − 1)
+within the seed spread at every depth (0.033, 0.068, 0.145, 0.31 against 0.034, 0.068, 0.137,
+0.27), the Gaussian arm's follows ≈ L up to L = 32 (7.4, 18, 27 against 8, 16, 32). At L = 64
+= the width, one Gaussian draw's spectrum is so heavy-tailed that its sample variance is
+meaningless (2.5 to 3,070 over three seeds; E[s²] 3.6): the wide-network formula needs L ≪ N.
+ReLU: partly. Neither weight law gives isometry (Var[s²] ≥ 49× the tanh-orthogonal value, s_min
+= 0 everywhere), but the L and 2L growth laws do not show at width 64: from L = 16 on, the
+typical E[s²] of one draw already falls well below 1 (0.19–0.34 at L = 64) because the mean is
+carried by rare large draws — the finite-width non-isometry Burkholz & Dubatovka describe —
+so single-draw variances shrink instead of growing. Training: orthogonal tanh reaches the
+loss threshold in 69 steps (mean), Gaussian tanh in 150, both ReLU arms not within 300 steps,
+the paper's ordering.
+"""

@@ -14,7 +14,7 @@ from common import Q_STAR_TANH, fmt, mean, model_file, plt, save_fig, spread, ta
 
 CONFIGS = {
     "full": dict(depth=64, width=64, steps=300, seeds=[1, 2, 3],
-                 lrs=[0.00125, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08], issue_runs=True),
+                 lrs=[0.0025, 0.005, 0.01, 0.02, 0.04, 0.08], issue_runs=True),
     "smoke": dict(depth=32, width=64, steps=100, seeds=[3], lrs=[0.0025, 0.04], issue_runs=False),
 }
 ARMS = [
@@ -127,7 +127,7 @@ CLAIM = ("(Not a paper claim — a question.) Dense orthogonal at criticality sh
          "least as well as its sparse counterpart, yet on a 64-deep tanh MLP at SGD lr 0.01 "
          "`critical` stalls while `eoi --density 0.125` trains.")
 SETUP = ("tanh MLP, 64 Gemm layers of width 64 (`models.mlp(64, 64, 'tanh')`), digits, SGD "
-         "(momentum 0.9), 300 steps, batch 16. First the issue's runs; then lr from 0.00125 to "
+         "(momentum 0.9), 300 steps, batch 16. First the issue's runs; then lr from 0.0025 to "
          "0.08 for dense `critical`, `eoi --density 0.125` (σw 1) and dense `eoi --density 1`, "
          "inputs at q* (`--input-q 0.025921`).")
 
