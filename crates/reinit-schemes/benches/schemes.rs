@@ -1,11 +1,11 @@
 //! Criterion benches: orthogonal (Haar via faer QR), EOI (Givens to density 0.1), He
-//! normal on 25 M values, and the bulk normal fill on one thread (`normal_fill`: divide by
-//! 2^22 for nanoseconds per value). Compare with `python3 benches/schemes_numpy.py` (same sizes).
+//! normal on 25 M values, and the bulk normal fill on one thread in each stream version
+//! (`normal_fill/4M_1thread_v1|v2`: divide by 2^22 for nanoseconds per value). Compare with `python3 benches/schemes_numpy.py` (same sizes).
 //! `REINIT_BENCH_4096=1` adds the slow n = 4096 orthogonal case.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use reinit_schemes::{
-    Law, LayerSpec, Scheme, Stream, haar_orthogonal, init_layer, sparse_orthogonal,
+    Law, LayerSpec, Scheme, Stream, StreamVersion, haar_orthogonal, init_layer, sparse_orthogonal,
 };
 use std::hint::black_box;
 use std::time::Duration;
@@ -59,11 +59,18 @@ fn normal_fill(c: &mut Criterion) {
         .num_threads(1)
         .build()
         .expect("a one-thread pool");
-    let fill = Stream::new(1, "w", "he").iid(Law::Normal { std: 1.0 }, n);
     let mut out = vec![0.0; n];
-    g.bench_function("4M_1thread", |b| {
-        b.iter(|| pool.install(|| fill.fill_at(0, black_box(&mut out))))
-    });
+    for version in StreamVersion::ALL {
+        let fill = Stream::versioned(version, 1, "w", "he").iid(Law::Normal { std: 1.0 }, n);
+        g.bench_function(format!("4M_1thread_{version}"), |b| {
+            b.iter(|| pool.install(|| fill.fill_at(0, black_box(&mut out))))
+        });
+        let fill =
+            Stream::versioned(version, 1, "w", "he").iid(Law::Uniform { lo: -1.0, hi: 1.0 }, n);
+        g.bench_function(format!("4M_1thread_uniform_{version}"), |b| {
+            b.iter(|| pool.install(|| fill.fill_at(0, black_box(&mut out))))
+        });
+    }
     g.finish();
 }
 

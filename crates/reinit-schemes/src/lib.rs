@@ -57,7 +57,7 @@ pub use params::{
 };
 pub use quadrature::{GaussHermite, gauss_hermite};
 pub use random_mask::{MaskBase, RandomMaskParams};
-pub use rng::{IidFill, Law, STREAM_VERSION, Stream};
+pub use rng::{IidFill, Law, STREAM_VERSION, Stream, StreamVersion, box_muller, philox4x32_10};
 pub use table::{
     Given, ParamDef, ParamKind, ParamValue, ParamValues, SCHEMES, Scheme, SchemeDef, SharedParam,
     all_params, lookup, scheme_names,

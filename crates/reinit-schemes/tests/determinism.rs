@@ -7,11 +7,10 @@ fn bits(v: &[f64]) -> Vec<u64> {
 }
 
 #[test]
-fn golden_stream_values() {
-    // A dependency bump (rand_chacha, sha2, libm) must not change these silently. If a change
-    // is intended, bump STREAM_VERSION and regenerate.
-    assert_eq!(STREAM_VERSION, 1);
-    let mut s = Stream::new(42, "layer.weight", "he");
+fn golden_stream_values_v1() {
+    // A dependency bump (rand_chacha, sha2, libm) must not change these silently: v1 is
+    // what every release before stream v2 drew, and must stay reproducible.
+    let mut s = Stream::versioned(StreamVersion::V1, 42, "layer.weight", "he");
     let u: Vec<u64> = (0..3).map(|_| s.next_u64()).collect();
     assert_eq!(
         u,
@@ -45,6 +44,76 @@ fn golden_stream_values() {
             -0.3950153084189468,
             0.665893969085572,
             -0.20645278082441076
+        ])
+    );
+}
+
+#[test]
+fn golden_stream_values_v2() {
+    // Stream v2 (docs/stream.md). These values were computed independently by the numpy
+    // reimplementation in tests/python/stream_v2.py and agree bit for bit. Never change
+    // them: a new generator or transform is a new StreamVersion.
+    assert_eq!(STREAM_VERSION, 2);
+    let mut s = Stream::versioned(StreamVersion::V2, 42, "layer.weight", "he");
+    let u: Vec<u64> = (0..3).map(|_| s.next_u64()).collect();
+    assert_eq!(
+        u,
+        [
+            15014661651682406220,
+            15949276213882210724,
+            17056551749346435789
+        ]
+    );
+    let f: Vec<f64> = (0..3).map(|_| s.uniform()).collect();
+    assert_eq!(
+        bits(&f),
+        bits(&[0.8364293790118185, 0.6813508102592631, 0.8302563768237443])
+    );
+    let n: Vec<f64> = (0..4).map(|_| s.normal()).collect();
+    assert_eq!(
+        bits(&n),
+        bits(&[
+            -1.5051323175430298,
+            0.9805276989936829,
+            -0.7550545334815979,
+            -2.4043796062469482
+        ])
+    );
+    // fill 1: the start of chunk 0 and values 5..8 of chunk 1
+    let normal = s.iid(Law::Normal { std: 1.0 }, 3 * IidFill::CHUNK).to_vec();
+    assert_eq!(
+        bits(&normal[..4]),
+        bits(&[
+            0.7709770798683167,
+            -1.2196093797683716,
+            -1.151179552078247,
+            0.7005748152732849
+        ])
+    );
+    assert_eq!(
+        bits(&normal[IidFill::CHUNK + 5..IidFill::CHUNK + 8]),
+        bits(&[-0.6010944247245789, 1.1575236320495605, 1.6112401485443115])
+    );
+    let uniform = s.iid(Law::Uniform { lo: -1.0, hi: 2.0 }, 40).to_vec();
+    assert_eq!(
+        bits(&uniform[..4]),
+        bits(&[
+            -0.587861450156197,
+            1.7362800093833357,
+            1.7079056878574193,
+            0.4331867378205061
+        ])
+    );
+    let truncated = s
+        .iid(Law::TruncatedNormal { std: 0.5 }, IidFill::CHUNK + 10)
+        .to_vec();
+    assert_eq!(
+        bits(&truncated[IidFill::CHUNK..IidFill::CHUNK + 4]),
+        bits(&[
+            -0.3825168013572693,
+            0.18707244098186493,
+            0.4091823101043701,
+            0.43661293387413025
         ])
     );
 }
