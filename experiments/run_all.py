@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -67,7 +68,8 @@ def section(mod, res: dict) -> str:
     checks = mod.checks(res)
     md = f"## {mod.TITLE}\n\n**Paper's claim.** {mod.CLAIM}\n\n**Setup.** {mod.SETUP}\n\n"
     md += f"**Command.** `python3 experiments/run_all.py --only {short(mod.__name__)}` "
-    md += f"(one of its runs: `{res.get('command', '')}`); wall time {res['_wall_s']:.0f} s, "
+    cpu = f" ({res['_cpu_s']:.0f} s CPU)" if "_cpu_s" in res else ""
+    md += f"(one of its runs: `{res.get('command', '')}`); wall time {res['_wall_s']:.0f} s{cpu}, "
     md += f"load average before/after {res['_load'][0]} / {res['_load'][1]}.\n\n"
     md += mod.report(res, IMG) + "\n" + common.verdict_line(checks) + "\n"
     notes = getattr(mod, "NOTES", "")
@@ -94,9 +96,12 @@ def main(argv=None) -> int:
         if a.from_json:
             continue
         t0, l0 = time.time(), load_avg()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"[{time.strftime('%H:%M:%S')}] {short(name)} ({a.scale}) ...", flush=True)
         res = mod.run(mod.CONFIGS[a.scale])
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         res["_wall_s"], res["_load"], res["_scale"] = time.time() - t0, [l0, load_avg()], a.scale
+        res["_cpu_s"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         res["_binary"] = common.reinit_bin()
         path.write_text(json.dumps(res, indent=1) + "\n")
         ok = sum(c[1] for c in mod.checks(res))
