@@ -27,6 +27,7 @@ mod random_mask;
 mod relu_share;
 mod rng;
 mod table;
+mod values;
 mod variance;
 
 pub use activation::{Activation, PRELU_INIT_SLOPE};
@@ -58,7 +59,5 @@ pub use params::{
 pub use quadrature::{GaussHermite, gauss_hermite};
 pub use random_mask::{MaskBase, RandomMaskParams};
 pub use rng::{IidFill, Law, STREAM_VERSION, Stream, StreamVersion, box_muller, philox4x32_10};
-pub use table::{
-    Given, ParamDef, ParamKind, ParamValue, ParamValues, SCHEMES, Scheme, SchemeDef, SharedParam,
-    all_params, lookup, scheme_names,
-};
+pub use table::{ParamDef, ParamKind, SCHEMES, Scheme, SchemeDef, lookup, scheme_names};
+pub use values::{Given, ParamValue, ParamValues, SharedParam, all_params};
