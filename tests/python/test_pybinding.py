@@ -33,6 +33,7 @@ RUNS = [
     ("he", {"distribution": "uniform", "fan_mode": "fan-out", "exclude": "fc|head"},
      ["--distribution", "uniform", "--fan-mode", "fan-out", "--exclude", "fc|head"]),
     ("relu-share", {"fallback": "he"}, ["--fallback", "he"]),
+    ("random-mask", {"density": 0.3, "base": "orthogonal"}, ["--density", "0.3", "--base", "orthogonal"]),
 ]
 
 
@@ -188,6 +189,9 @@ def _error_cases(tmp_path):
         # (CLI args, python call)
         (["apply", mlp, "--scheme", "nope"], lambda: reinit.apply(mlp, "nope")),
         (["apply", mlp, "--scheme", "he", "--density", "0.3"], lambda: reinit.apply(mlp, "he", density=0.3)),
+        (["apply", mlp, "--scheme", "orthogonal", "--base", "he"], lambda: reinit.apply(mlp, "orthogonal", base="he")),
+        (["apply", mlp, "--scheme", "random-mask", "--base", "nope"],
+         lambda: reinit.apply(mlp, "random-mask", base="nope")),
         (["apply", mlp, "--scheme", "eoi", "--density", "1.5"], lambda: reinit.apply(mlp, "eoi", density=1.5)),
         (["apply", mlp, "--scheme", "he", "--only", "("], lambda: reinit.apply(mlp, "he", only="(")),
         (["apply", mlp, "--scheme", "he", "--fan-mode", "sideways"], lambda: reinit.apply(mlp, "he", fan_mode="sideways")),
@@ -227,6 +231,9 @@ def test_bad_inputs_raise_python_exceptions(tmp_path):
         (lambda: reinit.apply(mlp, 3), TypeError),
         (lambda: reinit.apply(mlp, "he", densty=0.1), reinit.UsageError),
         (lambda: reinit.apply(mlp, "eoi", density="much"), TypeError),
+        (lambda: reinit.apply(mlp, "eoi", density=True), TypeError),
+        (lambda: reinit.apply(mlp, "eoi", more_nonzeros="yes"), TypeError),
+        (lambda: reinit.apply(mlp, "random-mask", base=3), TypeError),
         (lambda: reinit.apply(mlp, "he", seed=-1), OverflowError),
         (lambda: reinit.apply(mlp, "he", rules=[{"pattern": "("}]), reinit.UsageError),
         (lambda: reinit.apply(mlp, "he", rules=[{"pattern": "a", "scheme": "he", "x": [1]}]), reinit.UsageError),
@@ -411,3 +418,28 @@ def test_verify_rejects_bad_settings():
         reinit.verify(model, ["nope"])
     with pytest.raises(reinit.UsageError):
         reinit.verify(model, ["he"], densty=0.1)
+
+
+# --------------------------------------------------------------------------- keywords vs the scheme table
+
+
+def test_apply_keywords_and_stubs_follow_the_scheme_table():
+    """Every parameter of the scheme table is an `apply` keyword (the engine lists them)
+    and a typed keyword of the `apply` stub, and the stub declares no scheme parameter
+    the table lacks: a scheme or parameter added to the table without the stub fails here."""
+    import ast
+
+    table = dict(reinit._native._scheme_parameters())
+    assert set(reinit.SCHEME_PARAMETERS) == set(table)
+    assert set(reinit.SCHEME_PARAMETERS) <= set(reinit.PARAMETERS)
+    stub = Path(reinit.__file__).with_name("__init__.pyi")
+    tree = ast.parse(stub.read_text())
+    apply = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "apply")
+    declared = {a.arg: ast.unparse(a.annotation) for a in apply.args.kwonlyargs}
+    others = set(reinit.PARAMETERS) - set(reinit.SCHEME_PARAMETERS) | {"seed", "output"}
+    assert set(declared) - others == set(table), "apply's stub and the scheme table differ"
+    expected = {"number": "Optional[float]", "flag": "Optional[bool]", "choice": "Optional[str]"}
+    for name, kind in table.items():
+        assert declared[name] == expected[kind], (name, kind, declared[name])
+    assert set(declared) == others | set(table)
+

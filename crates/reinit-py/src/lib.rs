@@ -15,12 +15,10 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList};
-use reinit::{Error, PlanOptions, Report};
-use reinit_onnx::{DType, Model, SaveOptions};
+use reinit::{Error, Report, Request, UserRequest};
+use reinit_onnx::{DType, Model};
 
 pub mod options;
-
-pub use options::ApplyArgs;
 
 /// A model as Python hands it over: a file path, or the serialized bytes
 /// (borrowed from the Python `bytes` object, not copied).
@@ -128,34 +126,32 @@ pub struct ApplyOutcome {
 /// `reinit apply` for one model, as the CLI's `rewrite` does it; `want_bytes`
 /// also returns the rewritten model (for bytes / ModelProto inputs, or a path
 /// without `output`).
-pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<ApplyOutcome, Error> {
-    let options: PlanOptions = args.plan_options()?;
-    let seed = args.seed.unwrap_or_else(options::random_seed);
-    let output = args.output_path(src)?;
+pub fn run_apply(
+    src: &Source,
+    user: &UserRequest,
+    want_bytes: bool,
+) -> Result<ApplyOutcome, Error> {
+    let request = Request::from_user(user)?;
+    let output = options::output_path(&request, src)?;
     let t0 = Instant::now();
     let model = src.load()?;
-    if model.has_external_data() && want_bytes && output.is_none() && !args.dry_run {
+    if model.has_external_data() && want_bytes && output.is_none() && !request.dry_run {
         return Err(Error::Usage(
             "a model with external data must be written to a file: pass output=".into(),
         ));
     }
     let t_load = t0.elapsed();
-    let plan = reinit::plan(&model, &options)?;
+    let plan = reinit::plan(&model, &request.options)?;
     let t_plan = t0.elapsed() - t_load;
-    let save = SaveOptions {
-        overwrite: args.force,
-        in_place: args.in_place,
-        data_file: None,
-    };
-    let session = reinit::Session::new(&model, &plan, seed)?;
-    let write_masks = |masks: &[reinit::Mask]| match args.mask_out.as_deref() {
+    let session = reinit::Session::new(&model, &plan, request.seed)?;
+    let write_masks = |masks: &[reinit::Mask]| match request.mask_out.as_deref() {
         Some(mask_out) => reinit::write_masks(masks, mask_out),
         None => Ok(()),
     };
     let (mut applied, bytes) = match output.as_deref() {
-        _ if args.dry_run => (session.dry_run()?, None),
+        _ if request.dry_run => (session.dry_run()?, None),
         Some(path) => {
-            let rewritten = session.write(path, &save)?;
+            let rewritten = session.write(path, &request.save)?;
             write_masks(&rewritten.masks)?;
             let bytes = want_bytes
                 .then(|| std::fs::read(path))
@@ -175,7 +171,7 @@ pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<App
     };
     let report = &mut applied.report;
     // Returning bytes is not a dry run even though no file was written.
-    report.dry_run = args.dry_run;
+    report.dry_run = request.dry_run;
     report.timings_ms.load = t_load.as_secs_f64() * 1e3;
     report.timings_ms.analyze_and_plan = t_plan.as_secs_f64() * 1e3;
     Ok(ApplyOutcome {
@@ -186,21 +182,14 @@ pub fn run_apply(src: &Source, args: &ApplyArgs, want_bytes: bool) -> Result<App
 
 /// Directory mode (the library's, as the CLI runs it): every `.onnx` file of
 /// `dir` rewritten with one seed; one report per file.
-pub fn run_directory(dir: &std::path::Path, args: &ApplyArgs) -> Result<Vec<Report>, Error> {
-    let options: PlanOptions = args.plan_options()?;
-    let seed = args.seed.unwrap_or_else(options::random_seed);
-    let output = args.directory_output(dir)?;
-    let save = SaveOptions {
-        overwrite: args.force,
-        in_place: args.in_place,
-        data_file: None,
-    };
+pub fn run_directory(dir: &std::path::Path, user: &UserRequest) -> Result<Vec<Report>, Error> {
+    let request = Request::from_user(user)?;
     reinit::rewrite_directory(
         dir,
-        &output,
-        &options,
-        seed,
-        &save,
+        &request.directory_output(dir),
+        &request.options,
+        request.seed,
+        &request.save,
         reinit::Progress::NONE,
         &mut |_| {},
     )
@@ -218,10 +207,9 @@ pub fn run_inspect(src: &Source) -> Result<serde_json::Value, Error> {
 }
 
 /// Native `apply`. Returns `(report_json, summary, table, model_bytes | None)`.
+/// `params` holds the scheme parameters (keywords of [`_scheme_parameters`]).
 #[pyfunction]
-#[pyo3(signature = (model, scheme, *, seed=None, output=None, density=None,
-    sparsity_distribution=None, gain=None, distribution=None, fan_mode=None, sigma_b=None,
-    tau=None, epsilon=None, q_star=None, submatrix=None, more_nonzeros=None, mask_mode=None, rules=None,
+#[pyo3(signature = (model, scheme, *, seed=None, output=None, params=None, rules=None,
     rules_toml=None, only=None, exclude=None, fallback="keep".to_string(),
     zero_init_last_gamma=false, reset_norms=false, calibration_data=None, calibration_file=None,
     force=false, in_place=false, dry_run=false, mask_out=None, want_bytes=false))]
@@ -232,18 +220,7 @@ fn _apply<'py>(
     scheme: String,
     seed: Option<u64>,
     output: Option<PathBuf>,
-    density: Option<f64>,
-    sparsity_distribution: Option<String>,
-    gain: Option<f64>,
-    distribution: Option<String>,
-    fan_mode: Option<String>,
-    sigma_b: Option<f64>,
-    tau: Option<f64>,
-    epsilon: Option<f64>,
-    q_star: Option<f64>,
-    submatrix: Option<String>,
-    more_nonzeros: Option<bool>,
-    mask_mode: Option<String>,
+    params: Option<Bound<'py, PyDict>>,
     rules: Option<PathBuf>,
     rules_toml: Option<String>,
     only: Option<String>,
@@ -260,8 +237,8 @@ fn _apply<'py>(
     want_bytes: bool,
 ) -> PyResult<(String, String, String, Option<Bound<'py, PyBytes>>)> {
     let src = source(model)?;
-    let calibration = match (calibration_data, calibration_file) {
-        (Some(arrays), _) => {
+    let calibration = match calibration_data {
+        Some(arrays) => {
             let inputs = arrays
                 .into_iter()
                 .map(|(name, a)| {
@@ -279,57 +256,27 @@ fn _apply<'py>(
                 inputs,
             }))
         }
-        (None, Some(path)) => reinit::Calibration::load(&path).map_err(|e| to_py(py, e))?,
-        (None, None) => reinit::Calibration::Task,
+        None => reinit::Calibration::Task,
     };
-    let mut params = reinit::SchemeParams::default();
-    let numbers = [
-        ("density", density),
-        ("gain", gain),
-        ("sigma-b", sigma_b),
-        ("tau", tau),
-        ("epsilon", epsilon),
-        ("q-star", q_star),
-    ];
-    let names = [
-        ("sparsity-distribution", sparsity_distribution),
-        ("distribution", distribution),
-        ("fan-mode", fan_mode),
-        ("submatrix", submatrix),
-        ("mask-mode", mask_mode),
-    ];
-    let set = |params: &mut reinit::SchemeParams| -> Result<(), Error> {
-        for (name, value) in numbers {
-            if let Some(v) = value {
-                params.set(name, v)?;
-            }
-        }
-        for (name, value) in names {
-            if let Some(v) = value {
-                params.set(name, v)?;
-            }
-        }
-        if let Some(m) = more_nonzeros {
-            params.set("more-nonzeros", m)?;
-        }
-        Ok(())
-    };
-    set(&mut params).map_err(|e| to_py(py, e))?;
-    let args = ApplyArgs {
+    let params = options::scheme_params(params.as_ref())?.map_err(|e| to_py(py, e))?;
+    let args = UserRequest {
         scheme,
         seed,
-        output,
         params,
-        rules,
+        rules_file: rules,
         rules_toml,
         only,
         exclude,
         fallback,
         zero_init_last_gamma,
         reset_norms,
+        // The wrapper passes arrays or a file, never both.
+        calibration_file: calibration_file
+            .filter(|_| matches!(calibration, reinit::Calibration::Task)),
         calibration,
-        force,
+        output,
         in_place,
+        force,
         dry_run,
         mask_out,
     };
@@ -504,6 +451,13 @@ fn _verify(
     Ok(serde_json::to_string(&report).unwrap_or_default())
 }
 
+/// The scheme table's parameters as keyword names (`_` for `-`) with their
+/// kind (`number`, `flag`, `choice`): what `reinit.apply` accepts.
+#[pyfunction]
+fn _scheme_parameters() -> Vec<(String, &'static str)> {
+    options::keywords()
+}
+
 /// Whether this build can run `verify` (the candle trainer is compiled in).
 #[pyfunction]
 fn _has_verify() -> bool {
@@ -522,6 +476,7 @@ fn _reinit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_inspect, m)?)?;
     m.add_function(wrap_pyfunction!(_weights, m)?)?;
     m.add_function(wrap_pyfunction!(_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(_scheme_parameters, m)?)?;
     m.add_function(wrap_pyfunction!(_has_verify, m)?)?;
     m.add_function(wrap_pyfunction!(_engine_version, m)?)?;
     Ok(())
@@ -538,11 +493,10 @@ mod tests {
             .join(name)
     }
 
-    fn args(scheme: &str) -> ApplyArgs {
-        ApplyArgs {
+    fn args(scheme: &str) -> UserRequest {
+        UserRequest {
             scheme: scheme.into(),
             seed: Some(7),
-            fallback: "keep".into(),
             ..Default::default()
         }
     }

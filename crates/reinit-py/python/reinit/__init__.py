@@ -52,21 +52,10 @@ __all__ = [
 
 __version__: str = _native._engine_version()
 
-#: Scheme parameters `apply` accepts as keywords (the CLI flags with ``_`` for ``-``).
-SCHEME_PARAMETERS = (
-    "density",
-    "sparsity_distribution",
-    "gain",
-    "distribution",
-    "fan_mode",
-    "sigma_b",
-    "tau",
-    "epsilon",
-    "q_star",
-    "submatrix",
-    "more_nonzeros",
-    "mask_mode",
-)
+#: Scheme parameters `apply` accepts as keywords: every parameter of the scheme table
+#: (``reinit schemes`` lists them per scheme), the CLI flags with ``_`` for ``-``.
+#: Read from the engine, so a scheme added there is a keyword here.
+SCHEME_PARAMETERS = tuple(name for name, _kind in _native._scheme_parameters())
 #: Every keyword `apply` accepts besides `seed` and `output`.
 PARAMETERS = SCHEME_PARAMETERS + (
     "rules",
@@ -229,9 +218,9 @@ def apply(
             is returned in :attr:`Report.result`.
         **params: the CLI's options with ``_`` for ``-``:
 
-            - scheme parameters ``density``, ``sparsity_distribution``, ``gain``,
-              ``distribution``, ``fan_mode``, ``sigma_b``, ``tau``, ``epsilon``,
-              ``q_star``, ``submatrix``, ``more_nonzeros``, ``mask_mode``;
+            - scheme parameters: :data:`SCHEME_PARAMETERS` (``density``, ``gain``,
+              ``base``, …); one the scheme does not take is a :class:`UsageError`,
+              as in the CLI;
             - ``rules``: a TOML rules file (path), or a list of dicts
               ``[{"pattern": "^layer1", "scheme": "idinit", "tau": 0.5}, …]``;
             - ``only`` / ``exclude``: regexes on tensor or node names;
@@ -268,6 +257,7 @@ def apply(
         raise TypeError(f"scheme must be a str, not {type(scheme).__name__}")
     source, kind = _source(model)
     kwargs: Dict[str, Any] = {k: params[k] for k in PARAMETERS if k in params and params[k] is not None}
+    kwargs["params"] = {k: kwargs.pop(k) for k in SCHEME_PARAMETERS if k in kwargs}
     if "calibration_data" in kwargs and "lsuv_data" in kwargs:
         raise UsageError("give calibration_data or its alias lsuv_data, not both")
     data = kwargs.pop("calibration_data", kwargs.pop("lsuv_data", None))

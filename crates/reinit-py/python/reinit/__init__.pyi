@@ -60,6 +60,7 @@ def apply(
     submatrix: Optional[str] = ...,
     more_nonzeros: Optional[bool] = ...,
     mask_mode: Optional[str] = ...,
+    base: Optional[str] = ...,
     rules: Union[PathLike, Sequence[Mapping[str, Any]], None] = ...,
     only: Optional[str] = ...,
     exclude: Optional[str] = ...,
