@@ -26,6 +26,7 @@ mod quadrature;
 mod random_mask;
 mod relu_share;
 mod rng;
+mod structured;
 mod table;
 mod values;
 mod variance;

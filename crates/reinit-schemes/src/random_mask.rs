@@ -19,10 +19,11 @@
 use crate::builtin::{DENSITY, SPARSITY_DISTRIBUTION, sparsity_distribution};
 use crate::eoi::layer_densities;
 use crate::error::SchemeError;
-use crate::init::{WeightValues, orthogonal_flat};
+use crate::init::WeightValues;
 use crate::layer::LayerSpec;
 use crate::params::{Density, DensityDistribution, EoiParams, GainChoice, VarianceParams};
 use crate::rng::Stream;
+use crate::structured::orthogonal_flat;
 use crate::table::{Filled, ParamDef, ParamKind, Scheme, SchemeDef};
 use crate::variance::{Family, resolve_gain, variance_scaling};
 

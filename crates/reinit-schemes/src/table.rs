@@ -25,6 +25,7 @@ use crate::params::{
 };
 use crate::random_mask::{self, RandomMaskParams};
 use crate::rng::Stream;
+use crate::structured;
 pub(crate) use crate::values::{Given, ParamValues};
 
 /// An initialization scheme with its parameters.
@@ -152,16 +153,18 @@ impl Scheme {
     ) -> Result<Filled, SchemeError> {
         let plain = |(w, b): (WeightValues, Option<Vec<f64>>)| (w, b, None);
         Ok(match self {
-            Scheme::He(p) => plain(init::variance_scheme(self, p, spec, rng, notes)?),
-            Scheme::Xavier(p) => plain(init::variance_scheme(self, p, spec, rng, notes)?),
-            Scheme::Lecun(p) => plain(init::variance_scheme(self, p, spec, rng, notes)?),
+            Scheme::He(p) => plain(structured::variance_scheme(self, p, spec, rng, notes)?),
+            Scheme::Xavier(p) => plain(structured::variance_scheme(self, p, spec, rng, notes)?),
+            Scheme::Lecun(p) => plain(structured::variance_scheme(self, p, spec, rng, notes)?),
             Scheme::TorchDefault => plain(crate::variance::torch_default(spec, rng)),
-            Scheme::Orthogonal(p) => plain(init::orthogonal(p, spec, rng, notes)),
-            Scheme::DeltaOrthogonal(p) => plain(init::delta_orthogonal(p, spec, rng, notes)?),
-            Scheme::Critical(p) => plain(init::with_dense(init::critical(p, spec, rng, notes)?)),
+            Scheme::Orthogonal(p) => plain(structured::orthogonal(p, spec, rng, notes)),
+            Scheme::DeltaOrthogonal(p) => plain(structured::delta_orthogonal(p, spec, rng, notes)?),
+            Scheme::Critical(p) => {
+                plain(init::with_dense(structured::critical(p, spec, rng, notes)?))
+            }
             Scheme::Eoi(p) => {
                 let d = layer_densities(std::slice::from_ref(spec), p)[0];
-                let (w, b, m) = init::eoi_layer(p, d, spec, rng, notes)?;
+                let (w, b, m) = structured::eoi_layer(p, d, spec, rng, notes)?;
                 (WeightValues::Dense(w), b, m)
             }
             Scheme::IdInit(p) => {
@@ -170,8 +173,8 @@ impl Scheme {
             Scheme::ReluShare(p) => plain(init::with_dense(crate::relu_share::relu_share(
                 p, spec, rng, notes,
             )?)),
-            Scheme::Fixup(p) => plain(init::fixup(p, spec, rng, notes)?),
-            Scheme::Lsuv(_) => plain(init::lsuv_pre_init(spec, rng, notes)),
+            Scheme::Fixup(p) => plain(structured::fixup(p, spec, rng, notes)?),
+            Scheme::Lsuv(_) => plain(structured::lsuv_pre_init(spec, rng, notes)),
             Scheme::RandomMask(p) => random_mask::fill(p, spec, rng, notes)?,
         })
     }
