@@ -10,7 +10,15 @@ scales with the fraction of trainable weights (a masked SGD step moves the funct
 """
 from __future__ import annotations
 
-from common import Q_STAR_TANH, fmt, mean, model_file, plt, save_fig, spread, table, verify
+import json
+import struct
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from common import (Q_STAR_TANH, apply, fmt, mean, model_file, plt, save_fig, spread, table,
+                    verify, work_dir)
 
 CONFIGS = {
     "full": dict(depth=64, width=64, steps=300, seeds=[1, 2, 3],
@@ -24,6 +32,57 @@ ARMS = [
 ]
 
 
+def read_masks(path: str) -> dict:
+    """{initializer name: bool array} from reinit's `--mask-out` safetensors (u8)."""
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    out = {}
+    for name, t in head.items():
+        if name == "__metadata__":
+            continue
+        a, b = t["data_offsets"]
+        out[name] = np.frombuffer(raw[8 + n + a:8 + n + b], np.uint8).reshape(t["shape"]) != 0
+    return out
+
+
+def gradient_probe(cfg, seed: int = 3, batch: int = 16) -> dict:
+    """‖∂L/∂W‖² summed over the trainable weights at init (masked for EOI), by a numpy
+    forward/backward of the rewritten MLP on `batch` Gaussian inputs at q* with random
+    labels: the first-order loss decrease of one plain SGD step is lr·‖g‖²."""
+    m = model_file("mlp", depth=cfg["depth"], width=cfg["width"], act="tanh")
+    rng = np.random.default_rng(seed)
+    x0 = rng.standard_normal((batch, 64)) * np.sqrt(Q_STAR_TANH)
+    y = rng.integers(0, 10, batch)
+    out = {}
+    for label, scheme, params in ARMS:
+        masks_path = str(work_dir() / f"puzzle_masks_{scheme}_{params.get('density', 0)}.safetensors")
+        extra = dict(params, mask_out=masks_path) if scheme == "eoi" else params
+        _, path = apply(m, scheme, seed=seed, params=extra)
+        masks = read_masks(masks_path) if scheme == "eoi" else {}
+        w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in onnx.load(path).graph.initializer}
+        names = [f"layers.{i}" for i in range(cfg["depth"] - 1)] + ["head"]
+        acts = [x0]
+        for i, n in enumerate(names):
+            h = acts[-1] @ w[f"{n}.weight"].T + w[f"{n}.bias"]
+            acts.append(np.tanh(h) if i < len(names) - 1 else h)
+        z = acts[-1] - acts[-1].max(axis=1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        d = p.copy()
+        d[np.arange(batch), y] -= 1
+        d /= batch
+        total = masked = 0.0
+        for i in range(len(names) - 1, -1, -1):
+            n = names[i]
+            g = d.T @ acts[i]
+            mk = masks.get(f"{n}.weight")
+            total += float((g ** 2).sum())
+            masked += float(((g * mk) ** 2).sum() if mk is not None else (g ** 2).sum())
+            d = (d @ w[f"{n}.weight"]) * (1 - acts[i] ** 2)
+        out[label] = dict(grad_sq=total, trainable_grad_sq=masked)
+    return out
+
+
 def _point(run):
     return dict(verdict=run["verdict"], heldout=run["heldout"]["value"],
                 initial=run["initial_loss"], final=run["final_loss"])
@@ -31,7 +90,7 @@ def _point(run):
 
 def run(cfg):
     m = model_file("mlp", depth=cfg["depth"], width=cfg["width"], act="tanh")
-    res = {"cfg": cfg, "issue": [], "sweep": {}}
+    res = {"cfg": cfg, "issue": [], "sweep": {}, "grad": gradient_probe(cfg)}
     # the issue's runs, seed 3, lr 0.01
     for q in (None, Q_STAR_TANH) if cfg["issue_runs"] else ():
         for label, scheme, params in ARMS[:2] + [("he", "he", {})]:
@@ -66,7 +125,14 @@ def checks(res):
     eoi_hi_ok = [p["verdict"] == "trains" for p in sw["eoi d=0.125"][str(lrs[-2] if len(lrs) > 2 else lrs[-1])]]
     dense_hi = all(p["verdict"] != "trains" for p in sw["eoi d=1 (dense)"][hi])
     m_c, m_e = max_training_lr(res, "critical"), max_training_lr(res, "eoi d=0.125")
+    g = res["grad"]
+    frac = g["eoi d=0.125"]["trainable_grad_sq"] / g["eoi d=0.125"]["grad_sq"]
+    step = g["critical"]["trainable_grad_sq"] / g["eoi d=0.125"]["trainable_grad_sq"]
     return [
+        ("the mask keeps about a fraction d of EOI's squared gradient (0.5d–2d)",
+         0.0625 <= frac <= 0.25, f"‖g⊙m‖²/‖g‖² = {fmt(frac)} at d = 0.125"),
+        ("an SGD step of dense critical moves the loss ≥ 4× as far as sparse EOI's (first order)",
+         step >= 4, f"‖g‖² ratio {fmt(step)}"),
         ("dense critical trains once the lr is small enough", crit_lo,
          f"lr {lo}: {[p['verdict'] for p in sw['critical'][lo]]}"),
         ("dense critical fails at a large lr", crit_hi,
@@ -88,6 +154,15 @@ def report(res, img_dir):
     if rows:
         md += "The issue's runs (seed 3, SGD lr 0.01, 300 steps, batch 16):\n\n"
         md += table(["arm", "inputs", "verdict", "loss0", "final", "held-out acc", "E[s²] at init"], rows)
+    if res.get("grad"):
+        g = res["grad"]
+        base = g["eoi d=0.125"]["trainable_grad_sq"]
+        md += ("\nGradient at init (numpy forward/backward of the rewritten nets, 16 Gaussian inputs "
+               "at q*, random labels): the first-order loss decrease of one SGD step is "
+               "lr·‖g‖² over the *trainable* weights:\n\n")
+        md += table(["arm", "‖g‖² all weights", "‖g‖² trainable weights", "× sparse EOI's"],
+                    [[a, v["grad_sq"], v["trainable_grad_sq"], v["trainable_grad_sq"] / base]
+                     for a, v in g.items()])
     lrs = list(res["sweep"]["critical"])
     md += "\nLearning-rate sweep, inputs at q*, seeds " + ", ".join(map(str, res["cfg"]["seeds"]))
     md += " (cell: held-out accuracy mean [min–max], and how many seeds `trains`):\n\n"

@@ -135,8 +135,8 @@ def report(res, img_dir):
                 rs = _tr(res, n, label)
                 curves = [[10.0 if x is None or x != x else min(x, 10.0) for x in r["loss"]] for r in rs]
                 band(ax, list(range(1, len(curves[0]) + 1)), curves, label)
-            ax.set_ylim(0, 6)
-            ax.set_title(f"{n} blocks/stage (loss clipped at 10)")
+            ax.set_ylim(0, 10.5)
+            ax.set_title(f"{n} blocks/stage (NaN or > 10 drawn at 10)")
             ax.set_xlabel("step")
         axes[0][0].set_ylabel("training loss")
         axes[0][0].legend(fontsize=7)

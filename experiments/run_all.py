@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         ok = sum(c[1] for c in mod.checks(res))
         print(f"    {res['_wall_s']:.0f} s, {ok}/{len(mod.checks(res))} checks hold", flush=True)
     # the page, from every saved result
-    body, total = [], 0.0
+    body, total, summary = [], 0.0, []
     for name in EXPERIMENTS:
         mod = importlib.import_module(name)
         path = RESULTS / f"{short(name)}.json"
@@ -117,12 +117,19 @@ def main(argv=None) -> int:
         res = json.loads(path.read_text())
         total += res["_wall_s"]
         body.append(section(mod, res))
+        checks = mod.checks(res)
+        ok = sum(1 for c in checks if c[1])
+        v = "reproduced" if ok == len(checks) else ("partly" if ok else "not reproduced")
+        anchor = mod.TITLE.lower()
+        anchor = "".join(ch for ch in anchor if ch.isalnum() or ch in " -").replace(" ", "-")
+        summary.append(f"| [{mod.TITLE}](#{anchor}) | {v} ({ok}/{len(checks)}) |")
     head = (HERE / "results_head.md").read_text()
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                          cwd=common.ROOT).stdout.strip()
     head = head.replace("{{machine}}", machine()).replace("{{total}}", f"{total / 60:.1f}")
     head = head.replace("{{rev}}", rev or "?")
-    (DOCS / "results.md").write_text(head + "\n" + "".join(body))
+    table = "| experiment | verdict (checks holding) |\n|---|---|\n" + "\n".join(summary) + "\n\n"
+    (DOCS / "results.md").write_text(head + "\n" + table + "".join(body))
     print(f"docs/results.md written ({time.time() - t_all:.0f} s this call, experiments total {total:.0f} s)")
     return 0
 
