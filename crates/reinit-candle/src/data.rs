@@ -137,6 +137,10 @@ pub struct TaskInfo {
     pub chance: Option<f64>,
     /// Second moment of the float task input over the training samples.
     pub input_q: Option<f64>,
+    /// Loss of the best prediction that ignores the inputs (the label
+    /// frequencies' entropy, or the targets' variance) on the training split:
+    /// a run `trains` only below it ([`crate::Verdict::judge_with_reason`]).
+    pub constant_loss: Option<f64>,
     pub train_samples: usize,
     pub heldout_samples: usize,
 }
@@ -596,6 +600,19 @@ impl Task {
 
         let total = x.dim(0)?;
         let n_train = size.train.min(total.saturating_sub(1)).max(1);
+        let constant_loss = {
+            let train_targets = targets.narrow(0, 0, n_train)?;
+            let per_sample = train_targets.elem_count() / n_train.max(1);
+            let values: Vec<f32> = train_targets
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_vec1()?;
+            let ce = matches!(loss, LossKind::CrossEntropy { .. });
+            Some(crate::verdict::constant_prediction_loss(
+                ce, &values, per_sample,
+            ))
+            .filter(|c| c.is_finite())
+        };
         let mut inputs = aux(total)?;
         inputs.insert(main.name.clone(), x);
         let all = Split {
@@ -616,6 +633,7 @@ impl Task {
                 classes_taught: taught,
                 chance,
                 input_q,
+                constant_loss,
                 train_samples: n_train,
                 heldout_samples: total - n_train,
             },

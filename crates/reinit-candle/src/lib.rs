@@ -30,9 +30,14 @@
 //! `config.masks[label]` ([`Mask`]: weight name → `true` = free, `false` = held
 //! at exactly zero).
 //!
-//! JSON schema (`VerifyReport`): `{steps, lr, batch, seed, optimizer, inputs:
-//! [{name, dtype, shape, sources, fill}], task: {name, description,
-//! classes_taught, chance, input_q, train_samples, heldout_samples},
+//! The optimizer, lr and schedule not given (`config.given`) follow the model
+//! ([`recipe`]: SGD 0.1 with momentum and cosine decay for residual nets
+//! without normalization, AdamW 3e-3 otherwise).
+//!
+//! JSON schema (`VerifyReport`): `{steps, lr, batch, seed, optimizer,
+//! lr_schedule, optimizer_choice, inputs: [{name, dtype, shape, sources,
+//! fill}], task: {name, description, classes_taught, chance, input_q,
+//! constant_loss, train_samples, heldout_samples},
 //! target_loss, fastest, runs: [{scheme, task, loss: [f32 per step],
 //! initial_loss, final_loss, heldout: {metric: "accuracy"|"mse", value,
 //! chance}, verdict: "trains"|"stalled"|"diverged", verdict_reason,
@@ -47,7 +52,8 @@
 //! Verdict rule ([`Verdict::judge_with_reason`]): `diverged` if a loss is
 //! NaN/inf or exceeds [`SPIKE_FACTOR`] × the initial loss (mean of the first
 //! twentieth of the steps); `trains` if the loss falls steadily (final = mean
-//! of the last tenth ≤ 0.9 × initial, no quarter of the run averaging above the
+//! of the last tenth ≤ 0.9 × initial and ≤ 0.9 × the constant prediction's
+//! loss `task.constant_loss`, no quarter of the run averaging above the
 //! initial, no step above [`UNSTABLE_FACTOR`] × initial); otherwise `stalled`.
 //! The fastest scheme is the one that first reaches the highest final loss
 //! among the runs that train ([`steps_to_reach`]).
@@ -94,9 +100,11 @@ pub mod memory;
 pub mod ops;
 mod plot;
 pub mod probes;
+pub mod recipe;
 pub mod shapes;
 mod synth;
 mod train;
+mod verdict;
 mod verify;
 
 pub use data::{
@@ -111,9 +119,9 @@ pub use probes::{JacobianStats, LayerSignal, Signal};
 pub use shapes::{InputShape, ShapeRequest};
 pub use synth::{MAX_TAUGHT_CLASSES, classes_taught};
 pub use train::{
-    Heldout, Mask, Optimizer, SPIKE_FACTOR, STALL_RATIO, TrainConfig, TrainReport, UNSTABLE_FACTOR,
-    Verdict, evaluate, train, train_on,
+    Heldout, LrSchedule, Mask, Optimizer, TrainConfig, TrainReport, evaluate, train, train_on,
 };
+pub use verdict::{SPIKE_FACTOR, STALL_RATIO, UNSTABLE_FACTOR, Verdict, constant_prediction_loss};
 pub use verify::{
     RunReport, VerifyConfig, VerifyReport, render_table, steps_to_reach, verify, write_json,
 };

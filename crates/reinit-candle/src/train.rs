@@ -12,6 +12,7 @@ use crate::data::{LossKind, Rng, Split, Task, TaskOptions, TaskSize, run_micro};
 use crate::error::ExecError;
 use crate::executor::{Executor, Mode};
 use crate::shapes::ShapeRequest;
+use crate::verdict::{Verdict, window_means};
 
 /// Weight name → per-element flag: `true` trains freely, `false` is held at
 /// exactly zero (the zero pattern of a sparse scheme such as EOI).
@@ -26,6 +27,31 @@ pub enum Optimizer {
     AdamW,
 }
 
+/// How the learning rate moves over the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// `lr` at every step.
+    Constant,
+    /// `lr · (1 + cos(π t / steps)) / 2` at step `t`: full rate at the start,
+    /// where an init's blow-up shows, and a decay that keeps a net that
+    /// trains from leaving its minimum at the end (Loshchilov & Hutter 2017).
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The rate at step `t` of `steps`.
+    pub fn at(self, lr: f64, t: usize, steps: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Cosine => {
+                let frac = t as f64 / steps.max(1) as f64;
+                lr * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     pub steps: usize,
@@ -33,6 +59,7 @@ pub struct TrainConfig {
     pub batch: usize,
     pub seed: u64,
     pub optimizer: Optimizer,
+    pub schedule: LrSchedule,
     pub device: Device,
     pub mask: Option<Mask>,
     /// `--input-shape`: sizes for the model's inputs; dynamic dims not given
@@ -52,6 +79,7 @@ impl Default for TrainConfig {
             batch: 64,
             seed: 0,
             optimizer: Optimizer::AdamW,
+            schedule: LrSchedule::Constant,
             device: Device::Cpu,
             mask: None,
             shapes: None,
@@ -75,112 +103,6 @@ impl TrainConfig {
             budget: Some(self.steps.max(1) * self.batch.max(1)),
         }
     }
-}
-
-/// How training went; see [`Verdict`] for the rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Trains,
-    Stalled,
-    Diverged,
-}
-
-impl Verdict {
-    /// The verdict alone; see [`Verdict::judge_with_reason`].
-    pub fn judge(loss: &[f32]) -> Verdict {
-        Verdict::judge_with_reason(loss).0
-    }
-
-    /// `diverged` if a loss is NaN/inf or spikes above [`SPIKE_FACTOR`] × the
-    /// initial loss (mean of the first twentieth of the steps); `trains` if the
-    /// loss falls steadily: the final loss (mean of the last tenth) is at most
-    /// [`STALL_RATIO`] × the initial, no quarter of the run averages above the
-    /// initial loss, and no step exceeds [`UNSTABLE_FACTOR`] × the initial;
-    /// `stalled` otherwise. The reason says which rule decided, with figures.
-    pub fn judge_with_reason(loss: &[f32]) -> (Verdict, String) {
-        if loss.is_empty() {
-            return (Verdict::Stalled, "no training steps".into());
-        }
-        if let Some(i) = loss.iter().position(|l| !l.is_finite()) {
-            return (
-                Verdict::Diverged,
-                format!("loss became {} at step {i}", loss[i]),
-            );
-        }
-        let (first, last) = window_means(loss);
-        let (peak_at, peak) = loss
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |b, (i, &l)| if l > b.1 { (i, l) } else { b });
-        let peak = peak as f64;
-        let base = first.max(f64::MIN_POSITIVE);
-        if peak > SPIKE_FACTOR * base {
-            return (
-                Verdict::Diverged,
-                format!(
-                    "loss spiked to {peak:.4e} at step {peak_at}, {:.0}x the initial {first:.4e}",
-                    peak / base
-                ),
-            );
-        }
-        if last > STALL_RATIO * first {
-            return (
-                Verdict::Stalled,
-                format!(
-                    "final loss {last:.4e} is {:.2}x the initial {first:.4e} (trains needs <= {STALL_RATIO})",
-                    last / base
-                ),
-            );
-        }
-        if peak > UNSTABLE_FACTOR * base {
-            return (
-                Verdict::Stalled,
-                format!(
-                    "unstable: loss reached {peak:.4e} at step {peak_at}, {:.0}x the initial {first:.4e}",
-                    peak / base
-                ),
-            );
-        }
-        if loss.len() >= 8 {
-            let quarter = loss.len() / 4;
-            for q in 1..4 {
-                let part = &loss[q * quarter..((q + 1) * quarter).min(loss.len())];
-                let mean = part.iter().map(|&x| x as f64).sum::<f64>() / part.len() as f64;
-                if mean > first {
-                    return (
-                        Verdict::Stalled,
-                        format!(
-                            "not steady: quarter {} of the run averages {mean:.4e}, above the initial {first:.4e}",
-                            q + 1
-                        ),
-                    );
-                }
-            }
-        }
-        (
-            Verdict::Trains,
-            format!(
-                "loss fell steadily from {first:.4e} to {last:.4e} ({:.2}x)",
-                last / base
-            ),
-        )
-    }
-}
-
-/// A run "trains" when its loss falls below this fraction of the start.
-pub const STALL_RATIO: f64 = 0.9;
-/// A loss this many times the initial one is a blow-up: `diverged`.
-pub const SPIKE_FACTOR: f64 = 100.0;
-/// A loss this many times the initial one (but below [`SPIKE_FACTOR`]) is not
-/// steady training: `stalled` even if the run ends low.
-pub const UNSTABLE_FACTOR: f64 = 10.0;
-
-fn window_means(loss: &[f32]) -> (f64, f64) {
-    let head = (loss.len() / 20).max(1);
-    let tail = (loss.len() / 10).max(1);
-    let mean = |s: &[f32]| s.iter().map(|&x| x as f64).sum::<f64>() / s.len() as f64;
-    (mean(&loss[..head]), mean(&loss[loss.len() - tail..]))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -291,6 +213,13 @@ enum Opt {
 }
 
 impl Opt {
+    fn set_lr(&mut self, rate: f64) {
+        match self {
+            Opt::AdamW(o) => o.set_learning_rate(rate),
+            Opt::Sgd { lr, .. } => *lr = rate,
+        }
+    }
+
     fn step(&mut self, grads: &GradStore) -> Result<(), ExecError> {
         match self {
             Opt::AdamW(o) => o.step(grads)?,
@@ -356,8 +285,9 @@ pub fn train_on(
     let mut cursor = 0;
     let mut losses = Vec::with_capacity(config.steps);
     let mut step_times = Vec::with_capacity(config.steps);
-    for _ in 0..config.steps {
+    for step in 0..config.steps {
         let step_start = Instant::now();
+        opt.set_lr(config.schedule.at(config.lr, step, config.steps));
         if cursor + batch > n {
             order = rng.permutation(n);
             cursor = 0;
@@ -401,7 +331,7 @@ pub fn train_on(
         Some(exact)
     };
     let heldout = evaluate_in_chunks(exec, task, &device, batch)?;
-    let (verdict, verdict_reason) = Verdict::judge_with_reason(&losses);
+    let (verdict, verdict_reason) = Verdict::judge_with_reason(&losses, task.info.constant_loss);
     let (initial, last) = if losses.is_empty() {
         (f64::NAN, f64::NAN)
     } else {
@@ -498,62 +428,4 @@ pub fn evaluate_in_chunks(
             chance: None,
         },
     })
-}
-
-#[cfg(test)]
-mod verdict_tests {
-    use super::*;
-
-    fn curve(points: &[(usize, f32)], len: usize) -> Vec<f32> {
-        // piecewise-linear through (step, loss) points
-        (0..len)
-            .map(|i| {
-                let w = points
-                    .windows(2)
-                    .find(|w| i >= w[0].0 && i <= w[1].0)
-                    .unwrap();
-                let t = (i - w[0].0) as f32 / (w[1].0 - w[0].0).max(1) as f32;
-                w[0].1 + t * (w[1].1 - w[0].1)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_spike_of_orders_of_magnitude_is_divergence_even_if_the_run_ends_low() {
-        // He on a ResNet-18 without normalization (issue 14): 30.7 → 298,229 → 9.2
-        let (v, why) = Verdict::judge_with_reason(&[30.7, 298_229.0, 9.2]);
-        assert_eq!(v, Verdict::Diverged, "{why}");
-        assert!(why.contains("spiked") && why.contains("step 1"), "{why}");
-        let (v, why) = Verdict::judge_with_reason(&[2.3, 2.0, f32::NAN]);
-        assert_eq!(v, Verdict::Diverged);
-        assert!(why.contains("NaN") && why.contains("step 2"), "{why}");
-        assert_eq!(Verdict::judge(&[2.3, f32::INFINITY]), Verdict::Diverged);
-    }
-
-    #[test]
-    fn trains_only_when_the_loss_falls_steadily() {
-        let steady = curve(&[(0, 2.3), (99, 0.2)], 100);
-        let (v, why) = Verdict::judge_with_reason(&steady);
-        assert_eq!(v, Verdict::Trains, "{why}");
-        // flat: stalled
-        assert_eq!(Verdict::judge(&vec![2.3; 100]), Verdict::Stalled);
-        // rises well above the start for half the run, then drops at the end
-        let bump = curve(&[(0, 2.3), (20, 8.0), (80, 8.0), (99, 0.5)], 100);
-        let (v, why) = Verdict::judge_with_reason(&bump);
-        assert_eq!(v, Verdict::Stalled, "{why}");
-        assert!(why.contains("not steady"), "{why}");
-        // a 20x excursion (below the divergence factor) is not steady training
-        let mut jump = steady.clone();
-        jump[50] = 2.3 * 20.0;
-        let (v, why) = Verdict::judge_with_reason(&jump);
-        assert_eq!(v, Verdict::Stalled, "{why}");
-        assert!(why.contains("unstable"), "{why}");
-        // ordinary minibatch noise on a falling curve still trains
-        let noisy: Vec<f32> = steady
-            .iter()
-            .enumerate()
-            .map(|(i, l)| l * if i % 2 == 0 { 1.3 } else { 0.7 })
-            .collect();
-        assert_eq!(Verdict::judge(&noisy), Verdict::Trains);
-    }
 }

@@ -11,8 +11,10 @@ use crate::error::ExecError;
 use crate::executor::Executor;
 use crate::memory::{self, Estimate};
 use crate::probes::{self, JacobianStats, Signal};
+use crate::recipe::{self, Given, Structure};
 use crate::shapes::{self, InputShape};
-use crate::train::{Heldout, Mask, TrainConfig, Verdict, train_on};
+use crate::train::{Heldout, Mask, TrainConfig, train_on};
+use crate::verdict::Verdict;
 
 #[derive(Debug, Clone)]
 pub struct VerifyConfig {
@@ -29,6 +31,9 @@ pub struct VerifyConfig {
     /// The batch was given explicitly (`--batch`): a different batch in
     /// `--input-shape` is then an error instead of taking over.
     pub batch_given: bool,
+    /// The parts of the training recipe the user fixed; the others follow the
+    /// model ([`crate::recipe::choose`]).
+    pub given: Given,
 }
 
 impl Default for VerifyConfig {
@@ -48,6 +53,7 @@ impl Default for VerifyConfig {
             masks: HashMap::new(),
             plot_dir: None,
             batch_given: false,
+            given: Given::default(),
         }
     }
 }
@@ -97,6 +103,9 @@ pub struct VerifyReport {
     pub batch: usize,
     pub seed: u64,
     pub optimizer: crate::train::Optimizer,
+    pub lr_schedule: crate::train::LrSchedule,
+    /// Why this optimizer, lr and schedule ([`crate::recipe`]).
+    pub optimizer_choice: String,
     /// Every graph input as fed: shape of one batch, where each size came
     /// from (model, `--input-shape` or a default rule), and its fill.
     pub inputs: Vec<InputShape>,
@@ -120,7 +129,9 @@ pub fn verify(
     config: &VerifyConfig,
 ) -> Result<VerifyReport, ExecError> {
     let mut config = config.clone();
+    let mut optimizer_choice = String::new();
     if let Some((_, model)) = models.first() {
+        optimizer_choice = recipe::choose(&mut config.train, config.given, &Structure::of(model));
         // A batch given in --input-shape (`2x3x224x224`) sets the batch.
         let resolved = shapes::resolve_inputs(
             &shapes::declared_inputs(model),
@@ -222,6 +233,8 @@ pub fn verify(
         batch: config.train.batch,
         seed: config.train.seed,
         optimizer: config.train.optimizer,
+        lr_schedule: config.train.schedule,
+        optimizer_choice,
         inputs,
         task: task_info,
         target_loss,

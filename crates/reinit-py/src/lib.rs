@@ -344,6 +344,7 @@ fn _verify(
             lr,
             batch,
             optimizer,
+            lr_schedule: None,
             device,
             input_shape,
             input_q,

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use std::path::PathBuf;
 
-use reinit_candle::{Optimizer, VerifyConfig, VerifyReport};
+use reinit_candle::recipe::{self, Given};
+use reinit_candle::{LrSchedule, Optimizer, VerifyConfig, VerifyReport};
 use reinit_onnx::{Model, SaveOptions};
 use reinit_schemes::NormOptions;
 
@@ -23,6 +24,8 @@ pub struct VerifySettings {
     pub batch: Option<usize>,
     /// `sgd` | `adamw`.
     pub optimizer: Option<String>,
+    /// `constant` | `cosine`.
+    pub lr_schedule: Option<String>,
     /// `cpu` | `cuda`.
     pub device: String,
     /// `--input-shape`: per-sample dims of the task input (`3x224x224`), the
@@ -143,13 +146,32 @@ impl VerifySettings {
         train.optimizer = match args.optimizer.as_deref() {
             None => train.optimizer,
             Some("adamw") => Optimizer::AdamW,
-            Some("sgd") => Optimizer::Sgd { momentum: 0.9 },
+            Some("sgd") => Optimizer::Sgd {
+                momentum: recipe::SGD_MOMENTUM,
+            },
             Some(other) => {
                 return Err(Error::Usage(format!(
                     "--optimizer {other}: expected sgd or adamw"
                 )));
             }
         };
+        train.schedule = match args.lr_schedule.as_deref() {
+            None => train.schedule,
+            Some("constant") => LrSchedule::Constant,
+            Some("cosine") => LrSchedule::Cosine,
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "--lr-schedule {other}: expected constant or cosine"
+                )));
+            }
+        };
+        // what is not given follows the model (reinit_candle::recipe)
+        config.given = Given {
+            optimizer: args.optimizer.is_some(),
+            lr: args.lr.is_some(),
+            schedule: args.lr_schedule.is_some(),
+        };
+        let train = &mut config.train;
         train.seed = seed;
         train.device = device(&args.device)?;
         if let Some(shape) = &args.input_shape {

@@ -36,7 +36,8 @@ fn variant(
         ..Default::default()
     };
     let plan = reinit::plan(&model, &options).unwrap();
-    let path = dir.join(format!("{fixture_name}.{scheme}.{seed}.onnx"));
+    let stem = fixture_name.replace('/', "_");
+    let path = dir.join(format!("{stem}.{scheme}.{seed}.onnx"));
     let applied = reinit::Session::new(&model, &plan, seed)
         .unwrap()
         .write(&path, &SaveOptions::default())
@@ -331,21 +332,27 @@ fn bn_resnet_he_and_orthogonal_train_above_chance() {
     assert!(report.fastest.is_some());
 }
 
-/// The residual schemes train the BN-folded ResNet (no normalization left).
-/// On this 3-block fixture He trains too (its q^L/q^0 is only ≈ 5); the He
-/// blow-up needs depth: see README "Verify" for ResNet-18 measured by hand.
+/// The acceptance pair of issue 14 on a ResNet without normalization: under
+/// verify's default recipe for such nets (SGD, momentum 0.9, lr 0.1, cosine —
+/// chosen from the graph, `reinit_candle::recipe`), He's forward pass has
+/// exploded at init (q^L/q^0 ≈ 8e3 over 16 blocks) and its loss blows up,
+/// while Fixup and IDInit, which start each block at the identity, train to
+/// held-out accuracy far above chance.
 ///
-/// Measured (`reinit verify fixtures/tiny_resnet_fused.onnx --schemes
-/// he,fixup,idinit`, seed 0): all three `trains`; final loss fixup 0.35,
-/// idinit 0.089, he 0.0001.
+/// Measured (`reinit verify fixtures/verify/deep_resnet_nonorm.onnx --schemes
+/// he,fixup,idinit`, seed 0): he `diverged` (loss 110 → 4.9e10 → NaN at step
+/// 2), fixup `trains` (2.30 → 0.046, held-out 1.000), idinit `trains` (2.35 →
+/// 0.017, held-out 1.000); chance 0.100. Under AdamW (`--optimizer adamw`)
+/// the same He run falls from 28 to 2.28 = the constant prediction's loss
+/// (held-out 0.078): `stalled`, not `trains`.
 #[test]
-fn no_norm_resnet_fixup_and_idinit_train() {
+fn no_norm_resnet_he_blows_up_fixup_and_idinit_train() {
     let dir = tempfile::tempdir().unwrap();
-    let models: Vec<(String, Model)> = ["fixup", "idinit"]
+    let models: Vec<(String, Model)> = ["he", "fixup", "idinit"]
         .iter()
         .map(|s| {
             let m = variant(
-                "tiny_resnet_fused.onnx",
+                "verify/deep_resnet_nonorm.onnx",
                 s,
                 SchemeParams::default(),
                 0,
@@ -356,16 +363,38 @@ fn no_norm_resnet_fixup_and_idinit_train() {
         })
         .collect();
     let report = run(models, &VerifyConfig::default());
-    for r in &report.runs {
-        assert_eq!(
-            r.verdict,
-            Verdict::Trains,
-            "{}: {}",
-            r.scheme,
-            r.verdict_reason
+    assert_eq!(
+        report.optimizer,
+        reinit_candle::Optimizer::Sgd { momentum: 0.9 }
+    );
+    assert_eq!(report.lr, 0.1);
+    assert!(
+        report.optimizer_choice.contains("without normalization"),
+        "{}",
+        report.optimizer_choice
+    );
+    let chance = report.task.as_ref().unwrap().chance.unwrap();
+    let by = |s: &str| report.runs.iter().find(|r| r.scheme == s).unwrap();
+    let he = by("he");
+    assert_eq!(he.verdict, Verdict::Diverged, "he: {}", he.verdict_reason);
+    assert!(
+        he.signal_detail.ratio > 1e3,
+        "he q^L/q^0 {}",
+        he.signal_detail.ratio
+    );
+    for s in ["fixup", "idinit"] {
+        let r = by(s);
+        assert_eq!(r.verdict, Verdict::Trains, "{s}: {}", r.verdict_reason);
+        assert!(
+            r.heldout.value > chance + 0.5,
+            "{s}: held-out {} vs chance {chance}",
+            r.heldout.value
         );
-        assert!(r.heldout.value > report.task.as_ref().unwrap().chance.unwrap());
     }
+    assert!(matches!(
+        report.fastest.as_deref(),
+        Some("fixup" | "idinit")
+    ));
 }
 
 /// `--input-q` scales the task input to the asked second moment, and for

@@ -120,15 +120,20 @@ pub struct VerifyArgs {
     /// Training steps per scheme.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Learning rate.
+    /// Learning rate. Default: 0.1 with SGD, 3e-3 with AdamW.
     #[arg(long)]
     pub lr: Option<f64>,
     /// Batch size.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Optimizer: sgd | adamw.
+    /// Optimizer: sgd (momentum 0.9) | adamw. Default: sgd for a residual network
+    /// without normalization layers, adamw otherwise (the report says which and why).
     #[arg(long)]
     pub optimizer: Option<String>,
+    /// Learning-rate schedule: constant | cosine (decay to 0 over the steps).
+    /// Default: cosine with SGD, constant with AdamW.
+    #[arg(long, value_name = "NAME")]
+    pub lr_schedule: Option<String>,
     /// Seed for the schemes, the data and its order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

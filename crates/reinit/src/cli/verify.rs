@@ -12,6 +12,7 @@ pub fn run(args: VerifyArgs) -> Result<(), Error> {
         lr: args.lr,
         batch: args.batch,
         optimizer: args.optimizer.clone(),
+        lr_schedule: args.lr_schedule.clone(),
         device: args.device.clone(),
         input_shape: args.input_shape.clone(),
         input_q: args.input_q,
@@ -45,14 +46,15 @@ pub fn run(args: VerifyArgs) -> Result<(), Error> {
             );
         }
         eprintln!(
-            "{}: {} run(s), {} steps, lr {}, batch {}, seed {}",
+            "{}: {} run(s), {} steps, {}, batch {}, seed {}",
             args.model.display(),
             report.runs.len(),
             report.steps,
-            report.lr,
+            reinit_candle::recipe::describe(report.optimizer, report.lr, report.lr_schedule),
             report.batch,
             report.seed
         );
+        eprintln!("  training recipe: {}", report.optimizer_choice);
         if let Some(dir) = &args.plot {
             eprintln!("  plots in {}", dir.display());
         }
