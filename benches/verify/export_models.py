@@ -10,6 +10,15 @@ folding, so BatchNormalization stays in the graph as it is in PyTorch training;
 batch axis dynamic. ViT-B/16 (torchvision) and BERT-base (transformers
 BertModel with its default config, input_ids only, sequence 128) likewise.
 `MODELS` maps each name to its per-sample input shape, used by run.py.
+
+Variants (not in the default set; `--only NAME`):
+  resnet18_nonorm  ResNet-18 exported in eval mode with constant folding: every
+                   BatchNormalization folded into its conv, so no normalization
+                   is left (the no-normalization acceptance of issue 14)
+  resnet18_dynamo  ResNet-18 by the dynamo exporter (torch.onnx.export(dynamo=True))
+  bert_base_dynamo BERT-base by the dynamo exporter
+  bert_base_ort    bert_base.onnx after onnxruntime.transformers' BERT optimizer
+                   (com.microsoft Attention, SkipLayerNormalization, BiasGelu ...)
 """
 import argparse
 import os
@@ -70,7 +79,48 @@ def example(name, batch=2):
     return torch.randn(batch, *shape)
 
 
+VARIANTS = {
+    "resnet18_nonorm": ("resnet18", "fold"),
+    "resnet18_dynamo": ("resnet18", "dynamo"),
+    "bert_base_dynamo": ("bert_base", "dynamo"),
+    "bert_base_ort": ("bert_base", "ort"),
+}
+
+
+def export_variant(variant, out_dir):
+    name, how = VARIANTS[variant]
+    path = os.path.join(out_dir, f"{variant}.onnx")
+    input_name = "input_ids" if MODELS[name][1] == "tokens" else "input"
+    if how == "fold":
+        torch.onnx.export(
+            build(name).eval(), (example(name),), path, dynamo=False, opset_version=17,
+            input_names=[input_name], output_names=["output"],
+            dynamic_axes={input_name: {0: "batch"}, "output": {0: "batch"}},
+            training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True,
+        )
+    elif how == "dynamo":
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        program = torch.onnx.export(
+            build(name).train(), (example(name),), dynamo=True,
+            input_names=[input_name], output_names=["output"],
+            # keys are the forward's argument names
+            dynamic_shapes={"input_ids": {0: batch}} if name == "bert_base" else {"x": {0: batch}},
+        )
+        program.save(path)
+    elif how == "ort":
+        from onnxruntime.transformers import optimizer
+
+        base = os.path.join(out_dir, "bert_base.onnx")
+        if not os.path.exists(base):
+            export("bert_base", out_dir)
+        opt = optimizer.optimize_model(base, model_type="bert", num_heads=12, hidden_size=768)
+        opt.save_model_to_file(path)
+    print(f"{path}: {os.path.getsize(path) / 2**20:.1f} MiB", flush=True)
+
+
 def export(name, out_dir):
+    if name in VARIANTS:
+        return export_variant(name, out_dir)
     model = build(name).train()
     x = example(name)
     path = os.path.join(out_dir, f"{name}.onnx")
