@@ -160,7 +160,16 @@ pub fn choose(train: &mut TrainConfig, given: Given, structure: &Structure) -> S
             structure.normalization.join(", ")
         )
     };
-    if !given.optimizer {
+    if given.optimizer {
+        // an explicit optimizer keeps the fixed defaults it always had
+        // (scripts that pass `--optimizer sgd --lr X` see no change)
+        if !given.lr {
+            train.lr = ADAMW_LR;
+        }
+        if !given.schedule {
+            train.schedule = LrSchedule::Constant;
+        }
+    } else {
         train.optimizer = if no_norm_residual {
             Optimizer::Sgd {
                 momentum: SGD_MOMENTUM,
@@ -168,17 +177,16 @@ pub fn choose(train: &mut TrainConfig, given: Given, structure: &Structure) -> S
         } else {
             Optimizer::AdamW
         };
-    }
-    let sgd = matches!(train.optimizer, Optimizer::Sgd { .. });
-    if !given.lr {
-        train.lr = if sgd { SGD_LR } else { ADAMW_LR };
-    }
-    if !given.schedule {
-        train.schedule = if sgd {
-            LrSchedule::Cosine
-        } else {
-            LrSchedule::Constant
-        };
+        if !given.lr {
+            train.lr = if no_norm_residual { SGD_LR } else { ADAMW_LR };
+        }
+        if !given.schedule {
+            train.schedule = if no_norm_residual {
+                LrSchedule::Cosine
+            } else {
+                LrSchedule::Constant
+            };
+        }
     }
     match (given.optimizer, given.lr, given.schedule) {
         (false, false, false) => format!("default for {why_model}"),
@@ -194,8 +202,9 @@ pub fn choose(train: &mut TrainConfig, given: Given, structure: &Structure) -> S
                 parts.push("--lr-schedule");
             }
             format!(
-                "{} given; the rest defaults for the optimizer (SGD: lr {SGD_LR}, cosine; \
-                 AdamW: lr {ADAMW_LR}, constant). The model is {why_model}",
+                "{} given (an explicit --optimizer defaults to lr {ADAMW_LR}, constant; \
+                 otherwise the optimizer, lr and schedule follow the model). The model is \
+                 {why_model}",
                 parts.join(", ")
             )
         }
@@ -320,5 +329,19 @@ mod tests {
             &s,
         );
         assert_eq!((t.optimizer, t.lr), (Optimizer::AdamW, ADAMW_LR));
+        // `--optimizer sgd` alone: the fixed defaults scripts relied on
+        let mut t = TrainConfig {
+            optimizer: Optimizer::Sgd { momentum: 0.9 },
+            ..TrainConfig::default()
+        };
+        choose(
+            &mut t,
+            Given {
+                optimizer: true,
+                ..Given::default()
+            },
+            &s,
+        );
+        assert_eq!((t.lr, t.schedule), (ADAMW_LR, LrSchedule::Constant));
     }
 }
