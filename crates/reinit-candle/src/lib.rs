@@ -99,6 +99,7 @@ mod lsuv;
 pub mod memory;
 pub mod ops;
 mod plot;
+mod prepare;
 pub mod probes;
 pub mod recipe;
 pub mod shapes;
