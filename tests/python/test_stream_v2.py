@@ -50,3 +50,51 @@ def test_the_normal_sequence_is_standard_normal():
     assert abs(z.mean()) < 5 / np.sqrt(n)
     assert abs(z.var() - 1) < 5 * np.sqrt(2 / n)
     assert np.abs(z).max() < 6.67
+
+
+def _weights_and_metadata(path):
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    weights = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    return weights, {p.key: p.value for p in m.metadata_props}
+
+
+def test_reinit_he_weights_are_the_numpy_reimplementation_bit_for_bit(tmp_path):
+    """The CLI's `--stream v2` He weights (gain 1: std = 1/√fan_in, f32 storage, i.i.d.
+    draws in stored order) equal numpy's from docs/stream.md, every bit; v1 is another
+    stream, and only v2 records itself in the metadata."""
+    from conftest import fixture_path, run_reinit
+
+    src = fixture_path("mlp_relu.onnx")
+    outs = {}
+    for stream in ("v1", "v2"):
+        outs[stream] = tmp_path / f"{stream}.onnx"
+        run_reinit([src, "--scheme", "he", "--gain", "1", "--seed", "7", "--stream", stream,
+                    "-q", "-o", outs[stream]])
+    got, meta = _weights_and_metadata(outs["v2"])
+    assert meta["reinit.stream"] == "2"
+    checked = 0
+    for name in ("net.0.weight", "net.2.weight", "net.22.weight"):
+        w = got[name]
+        fan_in = w.shape[1]  # Gemm transB=1: [out, in]
+        d = s.digest(2, 7, name, "he")
+        want = s.fill(d, 1, "normal", w.size, std=1.0 / np.sqrt(float(fan_in)))
+        want = want.astype(np.float32).reshape(w.shape)
+        assert w.dtype == np.float32
+        assert np.array_equal(w.view(np.uint32), want.view(np.uint32)), name
+        checked += w.size
+    assert checked == 48 * 64 + 48 * 48 + 10 * 48
+    v1, meta1 = _weights_and_metadata(outs["v1"])
+    assert "reinit.stream" not in meta1
+    assert not np.array_equal(v1["net.0.weight"], got["net.0.weight"])
+
+
+def test_an_unknown_stream_is_a_usage_error(tmp_path):
+    from conftest import fixture_path, run_reinit
+
+    cp = run_reinit([fixture_path("mlp_relu.onnx"), "--scheme", "he", "--stream", "v3",
+                     "-q", "-o", tmp_path / "o.onnx"], check=False)
+    assert cp.returncode == 2
+    assert "--stream" in cp.stderr and "v3" in cp.stderr

@@ -212,7 +212,7 @@ pub fn run_inspect(src: &Source) -> Result<serde_json::Value, Error> {
 /// Native `apply`. Returns `(report_json, summary, table, model_bytes | None)`.
 /// `params` holds the scheme parameters (keywords of [`_scheme_parameters`]).
 #[pyfunction]
-#[pyo3(signature = (model, scheme, *, seed=None, output=None, params=None, rules=None,
+#[pyo3(signature = (model, scheme, *, seed=None, stream=None, output=None, params=None, rules=None,
     rules_toml=None, only=None, exclude=None, fallback="keep".to_string(),
     zero_init_last_gamma=false, reset_norms=false, calibration_data=None, calibration_file=None,
     force=false, in_place=false, dry_run=false, mask_out=None, want_bytes=false))]
@@ -222,6 +222,7 @@ fn _apply<'py>(
     model: &Bound<'py, PyAny>,
     scheme: String,
     seed: Option<u64>,
+    stream: Option<String>,
     output: Option<PathBuf>,
     params: Option<Bound<'py, PyDict>>,
     rules: Option<PathBuf>,
@@ -265,6 +266,7 @@ fn _apply<'py>(
     let args = UserRequest {
         scheme,
         seed,
+        stream,
         params,
         rules_file: rules,
         rules_toml,

@@ -1,11 +1,15 @@
-//! Haar (semi-)orthogonal matrices from faer's Householder QR, and numeric checks.
+//! Haar (semi-)orthogonal matrices from faer's Householder QR (stream v1, and square-ish
+//! shapes) or from CholeskyQR (stream v2, shapes at least 2:1), and numeric checks.
 
 use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt::factor as llt;
 use faer::linalg::householder;
+use faer::linalg::matmul::matmul;
 use faer::linalg::qr::no_pivoting::factor as qr;
-use faer::{Conj, Mat, Par};
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+use faer::{Accum, Conj, Mat, MatMut, Par};
 
-use crate::rng::Stream;
+use crate::rng::{Stream, StreamVersion};
 
 /// Below this many elements of the Gaussian matrix the QR runs sequentially; above, on the
 /// current rayon pool with a fixed task count.
@@ -22,11 +26,87 @@ const QR_TASKS: usize = 2;
 /// thin QR `G = QR`; column j of Q times `sign(R_jj)` (exactly Haar); transposed when
 /// `r ≤ c` (a square shape takes `Qᵀ`, Haar as well, because it is a contiguous copy). Rows are orthonormal when `r ≤ c` (`M Mᵀ = gain²·I`), columns when `r > c`.
 /// Computed in f64. An empty shape gives an empty buffer.
+///
+/// Stream v2 takes a faster route when `a ≥ 2b` ([`cholesky_qr`]): the same Q in exact
+/// arithmetic, a quarter of the flops and one a×b matrix in memory instead of two.
 pub fn haar_orthogonal(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f64> {
     let (a, b) = (r.max(c), r.min(c));
     if b == 0 {
         return vec![0.0; r * c];
     }
+    if rng.version() != StreamVersion::V1 && a >= CHOLESKY_QR_RATIO * b {
+        let mut g = vec![0.0; a * b];
+        rng.fill_normal(&mut g, 1.0);
+        if cholesky_qr(&mut g, r, c, gain) {
+            return g;
+        }
+        // Not reached for Gaussian matrices of this aspect (κ ≤ 6); should it ever be,
+        // Householder QR decides, on the stream's next fill (still deterministic).
+    }
+    householder_haar(r, c, gain, rng)
+}
+
+/// Tall enough for [`cholesky_qr`]: a Gaussian `a × b` with `a ≥ 2b` has condition
+/// number ≈ (1 + √½)/(1 − √½) ≈ 5.8 at worst, so CholeskyQR's orthogonality error
+/// (≈ κ²·ε) stays ~1e-14.
+const CHOLESKY_QR_RATIO: usize = 2;
+
+/// `G ← G·R⁻¹·gain` in place, where `GᵀG = RᵀR` (Cholesky, R upper with a positive
+/// diagonal): the Q of the thin QR with `diag(R) > 0`, i.e. exactly the sign-corrected Q of
+/// [`householder_haar`], so Haar. `g` holds G in the output's layout: row-major a×b when
+/// `r > c` (M = Q), column-major a×b (row-major b×a) when `r ≤ c` (M = Qᵀ). False if the Gram
+/// matrix is not numerically positive definite (`g` is then spent).
+fn cholesky_qr(g: &mut [f64], r: usize, c: usize, gain: f64) -> bool {
+    let (a, b) = (r.max(c), r.min(c));
+    let par = if a * b >= PAR_THRESHOLD {
+        Par::rayon(QR_TASKS)
+    } else {
+        Par::Seq
+    };
+    let mut gm = if r > c {
+        MatMut::from_row_major_slice_mut(g, a, b)
+    } else {
+        MatMut::from_column_major_slice_mut(g, a, b)
+    };
+    let mut gram = Mat::<f64>::zeros(b, b);
+    matmul(
+        gram.as_mut(),
+        Accum::Replace,
+        gm.as_ref().transpose(),
+        gm.as_ref(),
+        1.0,
+        par,
+    );
+    {
+        let mut mem = MemBuffer::new(llt::cholesky_in_place_scratch::<f64>(
+            b,
+            par,
+            Default::default(),
+        ));
+        // GᵀG = L·Lᵀ, L lower (R = Lᵀ)
+        if llt::cholesky_in_place(
+            gram.as_mut(),
+            Default::default(),
+            par,
+            MemStack::new(&mut mem),
+            Default::default(),
+        )
+        .is_err()
+        {
+            return false;
+        }
+    }
+    // Q = G·L⁻ᵀ  ⇔  L·Qᵀ = Gᵀ, solved in place on the transposed view
+    solve_lower_triangular_in_place(gram.as_ref(), gm.as_mut().transpose_mut(), par);
+    if gain != 1.0 {
+        g.iter_mut().for_each(|x| *x *= gain);
+    }
+    true
+}
+
+/// [`haar_orthogonal`] by Householder QR (faer), G drawn column by column.
+fn householder_haar(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f64> {
+    let (a, b) = (r.max(c), r.min(c));
     let mut g = vec![0.0; a * b];
     rng.fill_normal(&mut g, 1.0);
     // column-major a×b: column j is g[j*a .. (j+1)*a]
@@ -255,8 +335,43 @@ mod tests {
     }
 
     #[test]
+    fn both_routes_are_orthogonal_and_v1_keeps_householder() {
+        // v2 takes CholeskyQR from 2:1 on, tall and wide; v1 stays on Householder (its values
+        // are pinned by the golden hashes)
+        for (seed, &(r, c)) in [(600, 300), (300, 600), (2000, 64), (64, 2000), (599, 300)]
+            .iter()
+            .enumerate()
+        {
+            for v in StreamVersion::ALL {
+                let m =
+                    haar_orthogonal(r, c, 1.5, &mut Stream::versioned(v, seed as u64, "w", "o"));
+                let unit: Vec<f64> = m.iter().map(|x| x / 1.5).collect();
+                let e = orthogonality_error(&unit, r, c);
+                assert!(e < 1e-13, "{v} {r}x{c}: error {e}");
+            }
+        }
+        // same G, same Q up to rounding: the two routes agree where they see the same draw
+        // (the wide shape draws G column by column in both)
+        let mut s = Stream::versioned(StreamVersion::V2, 3, "w", "o");
+        let chol = haar_orthogonal(64, 2000, 1.0, &mut s.clone());
+        let house = householder_haar(64, 2000, 1.0, &mut s);
+        let diff = chol
+            .iter()
+            .zip(&house)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-12, "CholeskyQR vs Householder: {diff}");
+    }
+
+    #[test]
     fn qr_is_thread_count_independent() {
-        let run = || haar_orthogonal(600, 500, 1.0, &mut Stream::new(5, "big", "orthogonal"));
+        for (r, c) in [(600, 500), (1200, 500)] {
+            qr_is_thread_count_independent_at(r, c);
+        }
+    }
+
+    fn qr_is_thread_count_independent_at(r: usize, c: usize) {
+        let run = || haar_orthogonal(r, c, 1.0, &mut Stream::new(5, "big", "orthogonal"));
         let one = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()

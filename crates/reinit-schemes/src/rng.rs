@@ -29,10 +29,10 @@ pub const STREAM_VERSION: u32 = 2;
 /// within one version they never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum StreamVersion {
-    /// ChaCha8 + ziggurat (releases before stream v2).
-    #[default]
+    /// ChaCha8 + ziggurat (releases before stream v2; `--stream v1`).
     V1,
-    /// Philox4x32-10 + f32 Box–Muller.
+    /// Philox4x32-10 + f32 Box–Muller (the default).
+    #[default]
     V2,
 }
 

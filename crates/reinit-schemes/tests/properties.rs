@@ -111,7 +111,8 @@ fn eoi_property() {
             assert!(orthogonality_error(&h, c.spec.n_out, c.spec.n_in) <= 1e-10);
             if d >= 1.0 / c.spec.n_out.max(c.spec.n_in) as f64 {
                 assert!(
-                    (density(&h) - d).abs() <= 0.01 + 1.0 / h.len() as f64,
+                    // half the last rotation's jump at most (see eoi.rs's test)
+                    (density(&h) - d).abs() <= 0.015 + 1.0 / h.len() as f64,
                     "{:?} d {d}: {}",
                     c.spec.shape(),
                     density(&h)

@@ -5,7 +5,9 @@
 use regex::Regex;
 use reinit_graph::Analysis;
 use reinit_onnx::{Model, TensorId};
-use reinit_schemes::{Density, DensityDistribution, EoiParams, LayerSpec, NormOptions, Scheme};
+use reinit_schemes::{
+    Density, DensityDistribution, EoiParams, LayerSpec, NormOptions, Scheme, StreamVersion,
+};
 
 use crate::calibration::Calibration;
 use crate::error::Error;
@@ -27,6 +29,8 @@ pub struct PlanOptions {
     pub norms: NormOptions,
     /// The data LSUV's data pass calibrates on.
     pub calibration: Calibration,
+    /// Which random stream the weights are drawn from (`--stream`; docs/stream.md).
+    pub stream: StreamVersion,
 }
 
 /// One weight the plan rewrites.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use reinit_onnx::SaveOptions;
-use reinit_schemes::NormOptions;
+use reinit_schemes::{NormOptions, StreamVersion};
 
 use crate::calibration::Calibration;
 use crate::error::Error;
@@ -24,6 +24,8 @@ pub struct UserRequest {
     pub scheme: String,
     /// `None`: drawn by [`random_seed`] (and recorded).
     pub seed: Option<u64>,
+    /// `--stream`: `v1` or `v2`; `None` is the default stream (v2).
+    pub stream: Option<String>,
     pub params: SchemeParams,
     /// `--rules FILE`.
     pub rules_file: Option<PathBuf>,
@@ -51,6 +53,7 @@ impl Default for UserRequest {
         UserRequest {
             scheme: String::new(),
             seed: None,
+            stream: None,
             params: SchemeParams::default(),
             rules_file: None,
             rules_toml: None,
@@ -150,6 +153,12 @@ impl Request {
                     reset: user.reset_norms,
                 },
                 calibration,
+                stream: match &user.stream {
+                    None => StreamVersion::default(),
+                    Some(s) => s
+                        .parse()
+                        .map_err(|e: String| Error::Usage(format!("--stream: {e}")))?,
+                },
             },
             seed: user.seed.unwrap_or_else(random_seed),
             save: SaveOptions {

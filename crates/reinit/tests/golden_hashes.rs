@@ -1,8 +1,10 @@
 //! Golden hashes (issue 16): every fixture rewritten with every scheme (and
 //! `auto`), default parameters, seed 2024, through the library's rewrite
 //! route, must give the sha256 of model and data file recorded in
-//! `golden_hashes.txt`. A scheme that refuses a fixture records its error
-//! kind, so refusals are pinned too.
+//! `golden_hashes.txt` (random stream v1, `--stream v1`: the bytes of every
+//! release before stream v2, which must stay reproducible) and
+//! `golden_hashes_v2.txt` (stream v2, the default). A scheme that refuses a
+//! fixture records its error kind, so refusals are pinned too.
 //!
 //! A change that alters outputs on purpose (a scheme fix) regenerates the
 //! table with `REINIT_BLESS=1 cargo nextest run -p reinit -E 'test(golden)'`
@@ -14,10 +16,17 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use reinit::{Error, PlanOptions};
 use reinit_onnx::{Model, SaveOptions};
+use reinit_schemes::StreamVersion;
 use sha2::{Digest, Sha256};
 
 const SEED: u64 = 2024;
-const TABLE: &str = "tests/golden_hashes.txt";
+
+fn table(stream: StreamVersion) -> &'static str {
+    match stream {
+        StreamVersion::V1 => "tests/golden_hashes.txt",
+        StreamVersion::V2 => "tests/golden_hashes_v2.txt",
+    }
+}
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
@@ -54,12 +63,13 @@ fn error_kind(e: &Error) -> String {
 
 /// One rewrite, into its own directory under a fixed file name (the data
 /// file's name is recorded in the model).
-fn rewrite(input: &Path, scheme: &str, dir: &Path) -> String {
+fn rewrite(input: &Path, scheme: &str, stream: StreamVersion, dir: &Path) -> String {
     let out = dir.join("out.onnx");
     let result = (|| -> Result<(), Error> {
         let model = Model::load(input).map_err(Error::Load)?;
         let options = PlanOptions {
             scheme: scheme.to_string(),
+            stream,
             ..Default::default()
         };
         let plan = reinit::plan(&model, &options)?;
@@ -81,7 +91,17 @@ fn rewrite(input: &Path, scheme: &str, dir: &Path) -> String {
 }
 
 #[test]
-fn golden_hashes_of_every_fixture_and_scheme() {
+fn golden_hashes_of_every_fixture_and_scheme_stream_v1() {
+    check(StreamVersion::V1);
+}
+
+#[test]
+fn golden_hashes_of_every_fixture_and_scheme_stream_v2() {
+    check(StreamVersion::V2);
+}
+
+fn check(stream: StreamVersion) {
+    let table_name = table(stream);
     let tmp = tempfile::tempdir().unwrap();
     let cases: Vec<(PathBuf, &str)> = fixtures()
         .into_iter()
@@ -94,11 +114,14 @@ fn golden_hashes_of_every_fixture_and_scheme() {
             let dir = tmp.path().join(i.to_string());
             std::fs::create_dir(&dir).unwrap();
             let name = fixture.file_name().unwrap().to_string_lossy();
-            (format!("{name} {scheme}"), rewrite(fixture, scheme, &dir))
+            (
+                format!("{name} {scheme}"),
+                rewrite(fixture, scheme, stream, &dir),
+            )
         })
         .collect();
     let table: String = got.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(TABLE);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(table_name);
     if std::env::var_os("REINIT_BLESS").is_some_and(|v| v == "1") {
         std::fs::write(&path, &table).unwrap();
         return;
@@ -128,7 +151,7 @@ fn golden_hashes_of_every_fixture_and_scheme() {
     }
     assert!(
         diffs.is_empty(),
-        "{} outputs differ from {TABLE} (REINIT_BLESS=1 regenerates it; commit only \
+        "{} outputs differ from {table_name} (REINIT_BLESS=1 regenerates it; commit only \
          deliberate changes):\n{}",
         diffs.len(),
         diffs.join("\n")

@@ -70,6 +70,7 @@ PARAMETERS = SCHEME_PARAMETERS + (
     "in_place",
     "dry_run",
     "mask_out",
+    "stream",
 )
 
 ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Any]
@@ -233,7 +234,9 @@ def apply(
               default: the task ``reinit verify`` would use;
             - ``zero_init_last_gamma``, ``force``, ``in_place`` (rewrite the input
               path), ``dry_run`` (plan only), ``mask_out`` (EOI masks, safetensors;
-              written with ``output`` or ``in_place``).
+              written with ``output`` or ``in_place``);
+            - ``stream``: the random stream, ``"v2"`` (default) or ``"v1"`` (the values
+              of releases before stream v2, so earlier seeds reproduce; docs/stream.md).
 
     Returns:
         The :class:`Report`. Its :attr:`~Report.result` is a new ``onnx.ModelProto``

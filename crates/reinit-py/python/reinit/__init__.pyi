@@ -48,6 +48,7 @@ def apply(
     *,
     seed: Optional[int] = ...,
     output: Optional[PathLike] = ...,
+    stream: Optional[str] = ...,
     density: Optional[float] = ...,
     sparsity_distribution: Optional[str] = ...,
     gain: Optional[float] = ...,

@@ -38,6 +38,7 @@ fn user_request(args: &ApplyArgs) -> UserRequest {
     UserRequest {
         scheme: args.scheme.clone().unwrap_or_default(),
         seed: args.seed,
+        stream: args.stream.clone(),
         params: args.params.clone(),
         rules_file: args.rules.clone(),
         rules_toml: None,

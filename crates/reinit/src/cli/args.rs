@@ -55,6 +55,10 @@ pub struct ApplyArgs {
     /// Random seed; one seed gives byte-identical output. Default: drawn at random, printed and recorded.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Random stream: `v2` (Philox + Box–Muller, the default) or `v1` (ChaCha8 + ziggurat:
+    /// the values of releases before v2, for earlier seeds). docs/stream.md specifies them.
+    #[arg(long, value_name = "v1|v2")]
+    pub stream: Option<String>,
     #[command(flatten)]
     pub params: SchemeParams,
     /// Only touch weights whose tensor or node name matches this regex.

@@ -126,6 +126,7 @@ impl<'a> Deferred<'a> {
                 self.model,
                 w,
                 self.seed,
+                self.plan.options.stream,
                 before,
                 self.refinements.get(&w.tensor),
             )

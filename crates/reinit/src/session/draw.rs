@@ -5,7 +5,8 @@
 
 use reinit_onnx::{Model, Payload, Storage, TensorId};
 use reinit_schemes::{
-    LayerInit, LazyLayerInit, Scheme, SchemeError, Stream, WeightValues, init_layer_lazy,
+    LayerInit, LazyLayerInit, Scheme, SchemeError, Stream, StreamVersion, WeightValues,
+    init_layer_lazy,
 };
 
 use super::masks::Mask;
@@ -68,6 +69,7 @@ pub(super) fn draw(
     model: &Model,
     w: &PlannedWeight,
     seed: u64,
+    stream: StreamVersion,
     before: Option<Stats>,
     refinement: Option<&Refinement>,
 ) -> Result<Option<Drawn>, Error> {
@@ -78,7 +80,7 @@ pub(super) fn draw(
         None => Stats::of_tensor(model, w.tensor).map_err(Error::Load)?,
     };
     let run = |scheme: &Scheme| {
-        let mut stream = Stream::new(seed, &w.name, scheme.name());
+        let mut stream = Stream::versioned(stream, seed, &w.name, scheme.name());
         init_layer_lazy(scheme, &w.spec, &mut stream)
     };
     let scheme_error = |scheme: &Scheme, source| Error::Scheme {
@@ -152,7 +154,7 @@ pub(super) fn draw_encoded(
     seed: u64,
     refinement: Option<&Refinement>,
 ) -> Result<Option<(Realized, Payload)>, Error> {
-    let Some(mut drawn) = draw(model, w, seed, None, refinement)? else {
+    let Some(mut drawn) = draw(model, w, seed, plan.options.stream, None, refinement)? else {
         return Ok(None);
     };
     let bias = drawn.init.bias.take();

@@ -36,6 +36,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use reinit_onnx::{Edits, Model, SaveOptions, SaveReport, TensorId};
+use reinit_schemes::StreamVersion;
 
 use crate::error::Error;
 use crate::plan::Plan;
@@ -299,6 +300,11 @@ fn add_metadata(edits: &mut Edits, drawing: &Drawing<'_>, report: &Report) {
     edits.set_metadata("reinit.version", env!("CARGO_PKG_VERSION"));
     edits.set_metadata("reinit.scheme", report.scheme.clone());
     edits.set_metadata("reinit.seed", report.seed.to_string());
+    // v1 left no entry (every release before v2), and its bytes stay as they were.
+    let stream = drawing.plan.options.stream;
+    if stream != StreamVersion::V1 {
+        edits.set_metadata("reinit.stream", stream.number().to_string());
+    }
     if !report.norms_reset.is_empty() {
         let nodes: Vec<&str> = report.norms_reset.iter().map(|n| n.node.as_str()).collect();
         edits.set_metadata(
