@@ -376,7 +376,15 @@ fn no_norm_resnet_he_blows_up_fixup_and_idinit_train() {
     let chance = report.task.as_ref().unwrap().chance.unwrap();
     let by = |s: &str| report.runs.iter().find(|r| r.scheme == s).unwrap();
     let he = by("he");
-    assert_eq!(he.verdict, Verdict::Diverged, "he: {}", he.verdict_reason);
+    // He does not train here: with stream v1's draw its loss blew up, with v2's it
+    // stays at the constant prediction's (Stalled); either is the failure this
+    // test contrasts Fixup and IDInit with
+    assert!(
+        matches!(he.verdict, Verdict::Diverged | Verdict::Stalled),
+        "he: {:?}: {}",
+        he.verdict,
+        he.verdict_reason
+    );
     assert!(
         he.signal_detail.ratio > 1e3,
         "he q^L/q^0 {}",
