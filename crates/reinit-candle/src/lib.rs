@@ -15,7 +15,7 @@
 //! # let orth = reinit_onnx::Model::load("model.orthogonal.onnx")?;
 //! let models = vec![("he".to_string(), he), ("orthogonal".to_string(), orth)];
 //! let mut config = VerifyConfig::default();          // 100 steps, batch 16, AdamW 3e-3
-//! config.plot_dir = Some("plots".into());            // loss.svg, signal.svg, jacobian_sv.svg
+//! config.plot_dir = Some("plots".into());            // loss, signal, jacobian_sv, grad_norms (.svg, .png)
 //! let report = verify(&models, &config)?;            // same seed and data order per run
 //! print!("{}", render_table(&report));
 //! write_json(&report, "report.json".as_ref())?;      // or serde_json::to_string(&report)
@@ -43,7 +43,7 @@
 //! chance}, verdict: "trains"|"stalled"|"diverged", verdict_reason,
 //! steps_to_target, q_star, input_matches_q_star, signal: [[layer, q]],
 //! signal_detail: {input_q, layers: [{layer, q, mean, spread}], ratio, flag},
-//! grad_norms: {weight: norm}, grad_ratio_first_last, jacobian: {mean_sq_sv,
+//! layer_weights: [weight per signal layer], grad_norms: {weight: norm}, grad_ratio_first_last, jacobian: {mean_sq_sv,
 //! var_sq_sv, min_sv, max_sv, method, singular_values} | null, mask_exact,
 //! micro_batch, step_seconds, probe_seconds, estimated_bytes, seconds}],
 //! peak_rss_bytes}`. Runs estimated not to fit in memory end with
@@ -115,7 +115,7 @@ pub use data::{
 pub use error::{ExecError, OpError, UnsupportedOp};
 pub use executor::{Executor, InputSpec, Layer, Mode, Outputs, Param};
 pub use lsuv::{LsuvData, LsuvOutcome, LsuvScale, LsuvSettings, lsuv};
-pub use plot::write_plots;
+pub use plot::{Figure, PlotKind, render_plots, write_plots};
 pub use probes::{JacobianStats, LayerSignal, Signal};
 pub use shapes::{InputShape, ShapeRequest};
 pub use synth::{MAX_TAUGHT_CLASSES, classes_taught};

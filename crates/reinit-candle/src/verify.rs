@@ -26,8 +26,11 @@ pub struct VerifyConfig {
     /// Fixed sparse masks by run label (e.g. EOI's trainable mask: the support, for convs
     /// topped up with zero positions that start at zero but train).
     pub masks: HashMap<String, Mask>,
-    /// Directory for `loss.svg`, `signal.svg`, `jacobian_sv.svg`.
+    /// Directory for the plots ([`crate::write_plots`]: `loss`, `signal`,
+    /// `jacobian_sv`, `grad_norms`, each `.svg` and `.png`).
     pub plot_dir: Option<PathBuf>,
+    /// The model's name for plot titles (its file name); may be empty.
+    pub model_name: String,
     /// The batch was given explicitly (`--batch`): a different batch in
     /// `--input-shape` is then an error instead of taking over.
     pub batch_given: bool,
@@ -52,6 +55,7 @@ impl Default for VerifyConfig {
             probe_batch: 16,
             masks: HashMap::new(),
             plot_dir: None,
+            model_name: String::new(),
             batch_given: false,
             given: Given::default(),
         }
@@ -80,6 +84,9 @@ pub struct RunReport {
     /// Per-layer second moments q^l (layer name → q), graph order in `signal_detail`.
     pub signal: Vec<(String, f64)>,
     pub signal_detail: Signal,
+    /// The weight initializer of each layer of `signal`, same order (keys
+    /// of `grad_norms`: the gradient plot's x axis).
+    pub layer_weights: Vec<String>,
     /// Per-weight gradient norm at init.
     pub grad_norms: BTreeMap<String, f64>,
     /// ‖g‖ of the first weighted layer / ‖g‖ of the last.
@@ -200,6 +207,7 @@ pub fn verify(
                 .map(|l| (l.layer.clone(), l.q))
                 .collect(),
             signal_detail: signal,
+            layer_weights: layers.iter().map(|l| l.weight.clone()).collect(),
             grad_norms,
             grad_ratio_first_last: grad_ratio,
             jacobian,
@@ -243,7 +251,7 @@ pub fn verify(
         peak_rss_bytes: memory::peak_rss(),
     };
     if let Some(dir) = &config.plot_dir {
-        crate::plot::write_plots(&report, dir)?;
+        crate::plot::write_plots(&report, &config.model_name, dir)?;
     }
     Ok(report)
 }

@@ -65,9 +65,16 @@ fn verify_reports_runs_side_by_side_with_plots() {
     let table = render_table(&report);
     eprintln!("{table}");
     assert!(table.contains("stored-relu"));
-    for f in ["loss.svg", "signal.svg", "jacobian_sv.svg"] {
-        let text = std::fs::read_to_string(dir.join(f)).unwrap();
-        assert!(text.len() > 100, "{f}");
+    for stem in ["loss", "signal", "jacobian_sv", "grad_norms"] {
+        let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{stem}"
+        );
+        // Both runs are in the legend.
+        assert!(svg.contains("stored-relu"), "{stem}");
+        let png = std::fs::read(dir.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}");
     }
     std::fs::remove_dir_all(&dir).ok();
 }

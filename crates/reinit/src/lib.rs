@@ -43,6 +43,8 @@ mod spec;
 mod streamed;
 #[cfg(feature = "verify")]
 mod verify;
+#[cfg(feature = "verify")]
+pub mod verify_html;
 
 pub use auto::AUTO_SUMMARY;
 pub use calibration::{Calibration, SampleArray, Samples};

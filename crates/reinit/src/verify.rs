@@ -34,7 +34,7 @@ pub struct VerifySettings {
     pub input_shape: Option<String>,
     /// `--input-q`: scale the float task input to this second moment.
     pub input_q: Option<f64>,
-    /// Directory for the SVG plots.
+    /// Directory for the plots (SVG and PNG).
     pub plot: Option<PathBuf>,
 }
 
@@ -90,7 +90,20 @@ pub fn verify(
         }
         variants.push((scheme.clone(), Model::load(&path).map_err(Error::Load)?));
     }
-    let config = VerifyConfig { masks, ..config };
+    let model_name = if config.model_name.is_empty() {
+        model
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        config.model_name.clone()
+    };
+    let config = VerifyConfig {
+        masks,
+        model_name,
+        ..config
+    };
     let mut report = reinit_candle::verify(&variants, &config).map_err(|e| match e {
         reinit_candle::ExecError::Usage(message) => Error::Usage(message),
         other => Error::Exec(other),

@@ -156,9 +156,14 @@ pub struct VerifyArgs {
     /// One JSON document on stdout (schema in README).
     #[arg(long)]
     pub json: bool,
-    /// Write SVG plots (loss curves, signal propagation, singular values) into DIR.
+    /// Write the plots (loss, signal propagation, Jacobian singular values,
+    /// gradient norms) into DIR, each as SVG and PNG.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// Write one self-contained HTML page of the run (verdicts, table,
+    /// settings, plots, model summary) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
