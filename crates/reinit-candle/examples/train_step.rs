@@ -9,7 +9,8 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::optim::ParamsAdamW;
+use reinit_candle::optim::AdamW;
 use reinit_candle::{Executor, Mode, Rng};
 use reinit_onnx::Model;
 

@@ -89,7 +89,10 @@
 //! backward), training-mode BatchNormalization as one fused op with the
 //! closed-form backward, and 2-D MaxPool as a window kernel with a recorded
 //! argmax; together ≈ 3.6× faster training steps on the tiny ResNet
-//! (`docs/candle-notes.md`). `REINIT_CONV=candle`, `REINIT_BN=composed` and
+//! (`docs/candle-notes.md`). Their heavy loops run on rayon and call the
+//! `gemm` crate directly with strides ([`ops`]' `host` module: no tensor
+//! copies around a product), and AdamW is one fused in-place pass per weight
+//! ([`optim`]). `REINIT_CONV=candle`, `REINIT_BN=composed` and
 //! `REINIT_POOL=taps` select the composed candle paths again (for
 //! comparisons); other devices always use them.
 mod data;
@@ -98,6 +101,7 @@ mod executor;
 mod lsuv;
 pub mod memory;
 pub mod ops;
+pub mod optim;
 mod plot;
 mod prepare;
 pub mod probes;

@@ -14,7 +14,10 @@
 //! so no explicit pad/crop copies are needed. CPU only, f32/f64; other devices
 //! and dtypes keep candle's conv2d (see `ops::conv::conv2d`).
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+use super::host::{Mat, gemm, with_host};
 
 /// Geometry of one 2-D convolution: per-axis `(begin, end)` zero pads,
 /// strides and dilations, and the group count.
@@ -107,88 +110,6 @@ fn valid_range(out: usize, w: usize, s: usize, off: usize, pad: usize) -> (usize
     (lo.min(out), hi.min(out).max(lo.min(out)))
 }
 
-/// `[N, C, H, W]` → `[C·kh·kw, N·Ho·Wo]` (rows grouped by channel, so the rows
-/// of group `g` are the contiguous block `g·K .. (g+1)·K`).
-fn im2col<T: WithDType>(x: &[T], d: &Dims, g: &Conv2dGeometry) -> Vec<T> {
-    let (l, nl) = (d.l(), d.n * d.l());
-    let mut cols = vec![T::zero(); d.c * d.kh * d.kw * nl];
-    let [(ph, _), (pw, _)] = g.pads;
-    let [sh, sw] = g.strides;
-    let [dh, dw] = g.dilations;
-    for ch in 0..d.c {
-        for ki in 0..d.kh {
-            let (oh_lo, oh_hi) = valid_range(d.ho, d.h, sh, ki * dh, ph);
-            for kj in 0..d.kw {
-                let (ow_lo, ow_hi) = valid_range(d.wo, d.w, sw, kj * dw, pw);
-                let row = (ch * d.kh + ki) * d.kw + kj;
-                let dst = &mut cols[row * nl..(row + 1) * nl];
-                for n in 0..d.n {
-                    let src = &x[(n * d.c + ch) * d.h * d.w..][..d.h * d.w];
-                    for oh in oh_lo..oh_hi {
-                        let ih = oh * sh + ki * dh - ph;
-                        let xrow = &src[ih * d.w..(ih + 1) * d.w];
-                        let drow = &mut dst[n * l + oh * d.wo..][..d.wo];
-                        if ow_hi <= ow_lo {
-                            continue;
-                        }
-                        let iw0 = ow_lo * sw + kj * dw - pw;
-                        if sw == 1 {
-                            drow[ow_lo..ow_hi].copy_from_slice(&xrow[iw0..iw0 + ow_hi - ow_lo]);
-                        } else {
-                            for (t, v) in drow[ow_lo..ow_hi].iter_mut().enumerate() {
-                                *v = xrow[iw0 + t * sw];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    cols
-}
-
-/// The adjoint of [`im2col`]: sums every column entry back into its input pixel.
-fn col2im<T: WithDType>(cols: &[T], d: &Dims, g: &Conv2dGeometry) -> Vec<T> {
-    let (l, nl) = (d.l(), d.n * d.l());
-    let mut x = vec![T::zero(); d.n * d.c * d.h * d.w];
-    let [(ph, _), (pw, _)] = g.pads;
-    let [sh, sw] = g.strides;
-    let [dh, dw] = g.dilations;
-    for ch in 0..d.c {
-        for ki in 0..d.kh {
-            let (oh_lo, oh_hi) = valid_range(d.ho, d.h, sh, ki * dh, ph);
-            for kj in 0..d.kw {
-                let (ow_lo, ow_hi) = valid_range(d.wo, d.w, sw, kj * dw, pw);
-                if ow_hi <= ow_lo {
-                    continue;
-                }
-                let row = (ch * d.kh + ki) * d.kw + kj;
-                let src = &cols[row * nl..(row + 1) * nl];
-                for n in 0..d.n {
-                    let dst = &mut x[(n * d.c + ch) * d.h * d.w..][..d.h * d.w];
-                    for oh in oh_lo..oh_hi {
-                        let ih = oh * sh + ki * dh - ph;
-                        let xrow = &mut dst[ih * d.w..(ih + 1) * d.w];
-                        let srow = &src[n * l + oh * d.wo..][..d.wo];
-                        let iw0 = ow_lo * sw + kj * dw - pw;
-                        let src = &srow[ow_lo..ow_hi];
-                        if sw == 1 {
-                            for (a, v) in xrow[iw0..iw0 + src.len()].iter_mut().zip(src) {
-                                *a += *v;
-                            }
-                        } else {
-                            for (a, v) in xrow[iw0..].iter_mut().step_by(sw).zip(src) {
-                                *a += *v;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    x
-}
-
 fn host<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     let data = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
@@ -199,31 +120,138 @@ fn host<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-fn tensor_vec<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
-    t.flatten_all()?.to_vec1::<T>()
+/// How one sample's column matrix `[C·kh·kw, Ho·Wo]` is obtained: a 1×1
+/// kernel with stride 1 and no padding reads the sample `[C, H·W]` itself (no
+/// copy: most convolutions of a bottleneck ResNet); otherwise [`im2col`] fills
+/// a buffer reused for every sample of the batch.
+struct Columns<T> {
+    buf: Vec<T>,
+    identity: bool,
+}
+
+impl<T: WithDType> Columns<T> {
+    fn new(d: &Dims, g: &Conv2dGeometry) -> Self {
+        let identity = d.kh == 1 && d.kw == 1 && g.strides == [1, 1] && g.pads == [(0, 0); 2];
+        let len = if identity {
+            0
+        } else {
+            d.c * d.kh * d.kw * d.l()
+        };
+        Columns {
+            buf: vec![T::zero(); len],
+            identity,
+        }
+    }
+
+    fn of<'a>(&'a mut self, sample: &'a [T], d: &Dims, g: &Conv2dGeometry) -> &'a [T] {
+        if self.identity {
+            sample
+        } else {
+            im2col(sample, &mut self.buf, d, g);
+            &self.buf
+        }
+    }
+}
+
+/// One sample `[C, H, W]` → `cols [C·kh·kw, Ho·Wo]` (rows grouped by channel,
+/// so the rows of group `g` are the contiguous block `g·K .. (g+1)·K`),
+/// channels in parallel. Entries that read padding are never written: `cols`
+/// starts zeroed and every sample writes the same entries.
+fn im2col<T: WithDType>(x: &[T], cols: &mut [T], d: &Dims, g: &Conv2dGeometry) {
+    let l = d.l();
+    let [(ph, _), (pw, _)] = g.pads;
+    let [sh, sw] = g.strides;
+    let [dh, dw] = g.dilations;
+    cols.par_chunks_mut(d.kh * d.kw * l)
+        .enumerate()
+        .for_each(|(ch, rows)| {
+            let src = &x[ch * d.h * d.w..][..d.h * d.w];
+            for ki in 0..d.kh {
+                let (oh_lo, oh_hi) = valid_range(d.ho, d.h, sh, ki * dh, ph);
+                for kj in 0..d.kw {
+                    let (ow_lo, ow_hi) = valid_range(d.wo, d.w, sw, kj * dw, pw);
+                    if ow_hi <= ow_lo {
+                        continue;
+                    }
+                    let dst = &mut rows[(ki * d.kw + kj) * l..][..l];
+                    let iw0 = ow_lo * sw + kj * dw - pw;
+                    for oh in oh_lo..oh_hi {
+                        let ih = oh * sh + ki * dh - ph;
+                        let xrow = &src[ih * d.w..(ih + 1) * d.w];
+                        let drow = &mut dst[oh * d.wo..][ow_lo..ow_hi];
+                        if sw == 1 {
+                            drow.copy_from_slice(&xrow[iw0..iw0 + drow.len()]);
+                        } else {
+                            for (t, v) in drow.iter_mut().enumerate() {
+                                *v = xrow[iw0 + t * sw];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// The adjoint of [`im2col`] for one sample: adds every column entry into its
+/// input pixel of `x` `[C, H, W]`, channels in parallel.
+fn col2im<T: WithDType>(cols: &[T], x: &mut [T], d: &Dims, g: &Conv2dGeometry) {
+    let l = d.l();
+    let [(ph, _), (pw, _)] = g.pads;
+    let [sh, sw] = g.strides;
+    let [dh, dw] = g.dilations;
+    x.par_chunks_mut(d.h * d.w)
+        .zip(cols.par_chunks(d.kh * d.kw * l))
+        .for_each(|(plane, rows)| {
+            for ki in 0..d.kh {
+                let (oh_lo, oh_hi) = valid_range(d.ho, d.h, sh, ki * dh, ph);
+                for kj in 0..d.kw {
+                    let (ow_lo, ow_hi) = valid_range(d.wo, d.w, sw, kj * dw, pw);
+                    if ow_hi <= ow_lo {
+                        continue;
+                    }
+                    let src = &rows[(ki * d.kw + kj) * l..][..l];
+                    let iw0 = ow_lo * sw + kj * dw - pw;
+                    for oh in oh_lo..oh_hi {
+                        let ih = oh * sh + ki * dh - ph;
+                        let xrow = &mut plane[ih * d.w..(ih + 1) * d.w];
+                        let srow = &src[oh * d.wo..][ow_lo..ow_hi];
+                        if sw == 1 {
+                            for (a, v) in xrow[iw0..iw0 + srow.len()].iter_mut().zip(srow) {
+                                *a += *v;
+                            }
+                        } else {
+                            for (a, v) in xrow[iw0..].iter_mut().step_by(sw).zip(srow) {
+                                *a += *v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
 }
 
 /// Grouped convolutions with tiny per-group products (depthwise: one output
-/// channel, `kh·kw` rows) run as direct loops: a batched gemm of thousands of
-/// `1×9` products spends its time synchronising candle's thread pool.
+/// channel, `kh·kw` rows) run as direct loops, groups in parallel: a gemm call
+/// per `1×9` product spends its time in setup and thread synchronisation.
 fn direct(groups: usize, og: usize, k: usize) -> bool {
     groups > 1 && og * k <= 64
 }
 
 /// `out[g][i][:] = Σ_j A[g](i, j) · b[g][j][:]` with `A[g]` stored `[m, kk]`
-/// (or `[kk, m]` when `trans`), `b` `[groups, kk, n]`.
+/// (or `[kk, m]` when `trans`), `b` `[groups, kk, n]`, `out` `[groups, m, n]`
+/// (overwritten).
 fn direct_mm<T: WithDType>(
     a: &[T],
     b: &[T],
-    (groups, m, kk, n): (usize, usize, usize, usize),
+    out: &mut [T],
+    (m, kk, n): (usize, usize, usize),
     trans: bool,
-) -> Vec<T> {
-    let mut out = vec![T::zero(); groups * m * n];
-    for g in 0..groups {
+) {
+    out.par_chunks_mut(m * n).enumerate().for_each(|(g, og)| {
+        og.fill(T::zero());
         let ag = &a[g * m * kk..][..m * kk];
         let bg = &b[g * kk * n..][..kk * n];
-        for i in 0..m {
-            let row = &mut out[(g * m + i) * n..][..n];
+        for (i, row) in og.chunks_mut(n).enumerate() {
             for j in 0..kk {
                 let c = if trans { ag[j * m + i] } else { ag[i * kk + j] };
                 for (o, v) in row.iter_mut().zip(&bg[j * n..(j + 1) * n]) {
@@ -231,18 +259,18 @@ fn direct_mm<T: WithDType>(
                 }
             }
         }
-    }
-    out
+    });
 }
 
-/// `out[g][i][j] = a[g][i][:] · b[g][j][:]`, `a` `[groups, m, n]`, `b` `[groups, kk, n]`.
-fn direct_dots<T: WithDType>(
+/// `out[g][i][j] += a[g][i][:] · b[g][j][:]`, `a` `[groups, m, n]`, `b`
+/// `[groups, kk, n]`, `out` `[groups, m, kk]`.
+fn direct_dots_add<T: WithDType>(
     a: &[T],
     b: &[T],
-    (groups, m, kk, n): (usize, usize, usize, usize),
-) -> Vec<T> {
-    let mut out = vec![T::zero(); groups * m * kk];
-    for g in 0..groups {
+    out: &mut [T],
+    (m, kk, n): (usize, usize, usize),
+) {
+    out.par_chunks_mut(m * kk).enumerate().for_each(|(g, og)| {
         for i in 0..m {
             let ar = &a[(g * m + i) * n..][..n];
             for j in 0..kk {
@@ -251,16 +279,16 @@ fn direct_dots<T: WithDType>(
                 for (p, q) in ar.iter().zip(br) {
                     acc += *p * *q;
                 }
-                out[(g * m + i) * kk + j] = acc;
+                og[i * kk + j] += acc;
             }
         }
-    }
-    out
+    });
 }
 
 struct Im2ColConv2d(Conv2dGeometry);
 
 impl Im2ColConv2d {
+    /// One sample at a time: `y[n][g] = W[g] · cols(x[n])[g]`, written in place.
     fn forward<T: WithDType>(
         &self,
         x: &[T],
@@ -270,22 +298,26 @@ impl Im2ColConv2d {
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let d = Dims::new(xs, ws, g)?;
-        let (groups, k, nl) = (g.groups.max(1), d.k(g), d.n * d.l());
+        let (groups, k, l) = (g.groups.max(1), d.k(g), d.l());
         let og = d.o / groups;
-        let cols = im2col(x, &d, g);
-        let prod = if direct(groups, og, k) {
-            direct_mm(w, &cols, (groups, og, k, nl), false)
-        } else {
-            let cols = Tensor::from_vec(cols, (groups, k, nl), &Device::Cpu)?;
-            let w = Tensor::from_slice(w, (groups, og, k), &Device::Cpu)?;
-            tensor_vec::<T>(&w.matmul(&cols)?)?
-        };
-        // [O, N·L] → [N, O, L] in one pass
-        let l = d.l();
-        let mut y = Vec::with_capacity(prod.len());
-        for n in 0..d.n {
-            for o in 0..d.o {
-                y.extend_from_slice(&prod[(o * d.n + n) * l..][..l]);
+        let chw = d.c * d.h * d.w;
+        let mut y = vec![T::zero(); d.n * d.o * l];
+        let mut cols = Columns::new(&d, g);
+        for s in 0..d.n {
+            let cols_s = cols.of(&x[s * chw..][..chw], &d, g);
+            let ys = &mut y[s * d.o * l..][..d.o * l];
+            if direct(groups, og, k) {
+                direct_mm(w, cols_s, ys, (og, k, l), false);
+                continue;
+            }
+            for gi in 0..groups {
+                gemm(
+                    &mut ys[gi * og * l..],
+                    l,
+                    false,
+                    Mat::rowmajor(&w[gi * og * k..], og, k),
+                    Mat::rowmajor(&cols_s[gi * k * l..], k, l),
+                )?;
             }
         }
         Ok((
@@ -296,7 +328,8 @@ impl Im2ColConv2d {
 
     /// `(dx, dw)`, each only where its operand is tracked (an untracked
     /// input, e.g. the image at the first conv, or frozen weights under the
-    /// Jacobian probe, costs nothing).
+    /// Jacobian probe, costs nothing). `dW[g] = Σ_n dy[n][g] · cols(x[n])[g]ᵀ`
+    /// accumulated by gemm; `dx[n] = col2im(W[g]ᵀ · dy[n][g])`.
     fn backward<T: WithDType>(
         &self,
         x: &Tensor,
@@ -306,49 +339,73 @@ impl Im2ColConv2d {
         let (need_dx, need_dw) = (x.track_op(), w.track_op());
         let g = &self.0;
         let d = Dims::new(x.dims(), w.dims(), g)?;
-        let (groups, k, nl) = (g.groups.max(1), d.k(g), d.n * d.l());
+        let (groups, k, l) = (g.groups.max(1), d.k(g), d.l());
         let og = d.o / groups;
-        let dy = grad
-            .to_device(&Device::Cpu)?
-            .reshape((d.n, d.o, d.l()))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((groups, og, nl))?;
-        let wg = w
-            .to_device(&Device::Cpu)?
-            .contiguous()?
-            .reshape((groups, og, k))?;
+        let chw = d.c * d.h * d.w;
         let is_direct = direct(groups, og, k);
-        let dw = if need_dw {
-            let cols = im2col(&tensor_vec::<T>(x)?, &d, g);
-            let dw = if is_direct {
-                let dy = tensor_vec::<T>(&dy)?;
-                Tensor::from_vec(
-                    direct_dots(&dy, &cols, (groups, og, k, nl)),
-                    w.dims(),
-                    &Device::Cpu,
-                )?
+        with_host::<T, _>(grad, |dy| {
+            let dw = if need_dw {
+                let dw = with_host::<T, _>(x, |xv| {
+                    let mut dw = vec![T::zero(); d.o * k];
+                    let mut cols = Columns::new(&d, g);
+                    for s in 0..d.n {
+                        let cols_s = cols.of(&xv[s * chw..][..chw], &d, g);
+                        let dys = &dy[s * d.o * l..][..d.o * l];
+                        if is_direct {
+                            direct_dots_add(dys, cols_s, &mut dw, (og, k, l));
+                            continue;
+                        }
+                        for gi in 0..groups {
+                            gemm(
+                                &mut dw[gi * og * k..],
+                                k,
+                                s > 0,
+                                Mat::rowmajor(&dys[gi * og * l..], og, l),
+                                Mat::rowmajor(&cols_s[gi * k * l..], k, l).t(),
+                            )?;
+                        }
+                    }
+                    Ok(dw)
+                })?;
+                Some(Tensor::from_vec(dw, w.dims(), w.device())?)
             } else {
-                let cols = Tensor::from_vec(cols, (groups, k, nl), &Device::Cpu)?;
-                dy.matmul(&cols.t()?)?.reshape(w.dims())?
+                None
             };
-            Some(dw.to_device(w.device())?)
-        } else {
-            None
-        };
-        let dx = if need_dx {
-            let dcols = if is_direct {
-                let (dy, wg) = (tensor_vec::<T>(&dy)?, tensor_vec::<T>(&wg)?);
-                direct_mm(&wg, &dy, (groups, k, og, nl), true)
+            let dx = if need_dx {
+                let dx = with_host::<T, _>(w, |wv| {
+                    let mut dx = vec![T::zero(); d.n * chw];
+                    let identity = Columns::<T>::new(&d, g).identity;
+                    let mut dcols =
+                        vec![T::zero(); if identity { 0 } else { d.c * d.kh * d.kw * l }];
+                    for s in 0..d.n {
+                        let dys = &dy[s * d.o * l..][..d.o * l];
+                        let dxs = &mut dx[s * chw..][..chw];
+                        let target: &mut [T] = if identity { dxs } else { &mut dcols };
+                        if is_direct {
+                            direct_mm(wv, dys, target, (k, og, l), true);
+                        } else {
+                            for gi in 0..groups {
+                                gemm(
+                                    &mut target[gi * k * l..],
+                                    l,
+                                    false,
+                                    Mat::rowmajor(&wv[gi * og * k..], og, k).t(),
+                                    Mat::rowmajor(&dys[gi * og * l..], og, l),
+                                )?;
+                            }
+                        }
+                        if !identity {
+                            col2im(&dcols, &mut dx[s * chw..][..chw], &d, g);
+                        }
+                    }
+                    Ok(dx)
+                })?;
+                Some(Tensor::from_vec(dx, x.dims(), x.device())?)
             } else {
-                tensor_vec::<T>(&wg.t()?.matmul(&dy)?)?
+                None
             };
-            let dx = Tensor::from_vec(col2im(&dcols, &d, g), x.dims(), &Device::Cpu)?;
-            Some(dx.to_device(x.device())?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+            Ok((dx, dw))
+        })
     }
 }
 
@@ -417,6 +474,7 @@ pub fn conv2d_im2col(x: &Tensor, w: &Tensor, geometry: Conv2dGeometry) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn seq(n: usize, scale: f64) -> Vec<f64> {
         (0..n)

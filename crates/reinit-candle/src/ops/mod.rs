@@ -28,6 +28,7 @@ mod conv;
 mod deconv;
 mod einsum;
 mod elementwise;
+mod host;
 pub mod im2col;
 mod index;
 mod linear;

@@ -2,7 +2,12 @@
 //! InstanceNormalization, LRN — composed from mean/sub/sqrt so the gradients are
 //! candle's elementwise ones (its fused layer_norm passes no gradient).
 
+use std::sync::{Arc, OnceLock};
+
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+use super::host::with_host;
 
 use super::{Op, OpArgs, OpResult, Registry, axis};
 use crate::error::OpError;
@@ -142,18 +147,32 @@ fn instance_norm(args: &OpArgs) -> OpResult {
     Ok(vec![y])
 }
 
+/// `Σ f(v)` over `v` in f64 with four independent accumulators (a single
+/// running sum is one long dependency chain: 4× slower on these planes).
+fn sum_f64<T: WithDType>(v: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let mut chunks = v.chunks_exact(4);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += f(x.to_f64());
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|x| f(x.to_f64())).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
 /// Batch statistics per channel of `x` viewed as `[N, C, S]`: (mean, biased
-/// variance), accumulated in f64.
+/// variance), accumulated in f64, channels in parallel (each channel's sums
+/// in a fixed order, so any thread count gives the same bits).
 fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
     let m = (n * s).max(1) as f64;
     (0..c)
+        .into_par_iter()
         .map(|ch| {
             let planes = (0..n).map(|i| &x[(i * c + ch) * s..][..s]);
-            let sum: f64 = planes.clone().flatten().map(|v| v.to_f64()).sum();
-            let mean = sum / m;
+            let mean = planes.clone().map(|p| sum_f64(p, |v| v)).sum::<f64>() / m;
             let var = planes
-                .flatten()
-                .map(|v| (v.to_f64() - mean).powi(2))
+                .map(|p| sum_f64(p, |v| (v - mean) * (v - mean)))
                 .sum::<f64>()
                 / m;
             (mean, var)
@@ -163,12 +182,17 @@ fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f6
 
 /// Training-mode batch normalisation `γ·(x − μ_B)/√(σ²_B + ε) + β` over all
 /// axes but 1, fused as a candle [`CustomOp3`] on CPU (f32/f64) with the
-/// closed-form backward. candle's reductions over axes (0, 2, 3) and the
-/// gradients of the `[1, C, 1, 1]` broadcasts walk strided indices; on the
-/// tiny ResNet they were ~60% of a training step.
-#[derive(Debug, Clone, Copy)]
+/// closed-form backward, planes in parallel. candle's reductions over axes
+/// (0, 2, 3) and the gradients of the `[1, C, 1, 1]` broadcasts walk strided
+/// indices; on the tiny ResNet they were ~60% of a training step.
+///
+/// The forward's batch statistics are kept in `stats` (shared with the
+/// caller, who reports them as the running-statistics update, and read
+/// again by the backward), so `x` is reduced once per step, not three times.
+#[derive(Debug, Clone)]
 struct BatchNormTrain {
     eps: f64,
+    stats: Arc<OnceLock<Vec<(f64, f64)>>>,
 }
 
 fn ncs(dims: &[usize]) -> (usize, usize, usize) {
@@ -179,18 +203,26 @@ fn ncs(dims: &[usize]) -> (usize, usize, usize) {
 impl BatchNormTrain {
     fn forward<T: WithDType>(&self, x: &[T], dims: &[usize], g: &[T], b: &[T]) -> Vec<T> {
         let (n, c, s) = ncs(dims);
-        let stats = channel_stats(x, n, c, s);
+        let stats = self
+            .stats
+            .get_or_init(|| channel_stats(x, n, c, s))
+            .as_slice();
         let mut y = vec![T::zero(); x.len()];
-        for i in 0..n {
-            for (ch, &(mean, var)) in stats.iter().enumerate() {
+        if s == 0 {
+            return y;
+        }
+        y.par_chunks_mut(s)
+            .zip(x.par_chunks(s))
+            .enumerate()
+            .for_each(|(plane, (yp, xp))| {
+                let ch = plane % c;
+                let (mean, var) = stats[ch];
                 let k = g[ch].to_f64() / (var + self.eps).sqrt();
                 let off = b[ch].to_f64() - mean * k;
-                let at = (i * c + ch) * s;
-                for (d, v) in y[at..at + s].iter_mut().zip(&x[at..at + s]) {
+                for (d, v) in yp.iter_mut().zip(xp) {
                     *d = T::from_f64(v.to_f64() * k + off);
                 }
-            }
-        }
+            });
         y
     }
 
@@ -202,40 +234,65 @@ impl BatchNormTrain {
     ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let dims = x.dims();
         let (n, c, s) = ncs(dims);
-        let xs = x.flatten_all()?.to_vec1::<T>()?;
-        let gs = g.flatten_all()?.to_vec1::<T>()?;
-        let dys = dy.flatten_all()?.to_vec1::<T>()?;
-        let stats = channel_stats(&xs, n, c, s);
-        let m = (n * s).max(1) as f64;
-        let mut dx = vec![T::zero(); xs.len()];
-        let (mut dg, mut db) = (vec![T::zero(); c], vec![T::zero(); c]);
-        for (ch, &(mean, var)) in stats.iter().enumerate() {
-            let istd = 1.0 / (var + self.eps).sqrt();
-            let (mut sum_dy, mut sum_dy_xhat) = (0.0f64, 0.0f64);
-            for i in 0..n {
-                let at = (i * c + ch) * s;
-                for (d, v) in dys[at..at + s].iter().zip(&xs[at..at + s]) {
-                    let d = d.to_f64();
-                    sum_dy += d;
-                    sum_dy_xhat += d * (v.to_f64() - mean) * istd;
-                }
-            }
-            db[ch] = T::from_f64(sum_dy);
-            dg[ch] = T::from_f64(sum_dy_xhat);
-            let k = gs[ch].to_f64() * istd / m;
-            for i in 0..n {
-                let at = (i * c + ch) * s;
-                for ((o, d), v) in dx[at..at + s]
-                    .iter_mut()
-                    .zip(&dys[at..at + s])
-                    .zip(&xs[at..at + s])
-                {
-                    let xhat = (v.to_f64() - mean) * istd;
-                    *o = T::from_f64(k * (m * d.to_f64() - sum_dy - xhat * sum_dy_xhat));
-                }
-            }
-        }
         let dev = x.device();
+        let (dx, dg, db) = with_host::<T, _>(x, |xs| {
+            with_host::<T, _>(g, |gs| {
+                with_host::<T, _>(dy, |dys| {
+                    let computed;
+                    let stats = match self.stats.get() {
+                        Some(st) => st.as_slice(),
+                        None => {
+                            computed = channel_stats(xs, n, c, s);
+                            computed.as_slice()
+                        }
+                    };
+                    let m = (n * s).max(1) as f64;
+                    // per channel: Σ dy and Σ dy·x̂
+                    let sums: Vec<(f64, f64)> = (0..c)
+                        .into_par_iter()
+                        .map(|ch| {
+                            let (mean, var) = stats[ch];
+                            let istd = 1.0 / (var + self.eps).sqrt();
+                            let (mut sum_dy, mut sum_dy_xc) = (0.0f64, 0.0f64);
+                            for i in 0..n {
+                                let at = (i * c + ch) * s;
+                                let (dp, xp) = (&dys[at..at + s], &xs[at..at + s]);
+                                sum_dy += sum_f64(dp, |d| d);
+                                let mut acc = [0.0f64; 4];
+                                for (j, (d, v)) in dp.iter().zip(xp).enumerate() {
+                                    acc[j % 4] += d.to_f64() * (v.to_f64() - mean);
+                                }
+                                sum_dy_xc += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+                            }
+                            (sum_dy, sum_dy_xc * istd)
+                        })
+                        .collect();
+                    let mut dx = vec![T::zero(); xs.len()];
+                    if s > 0 {
+                        dx.par_chunks_mut(s).enumerate().for_each(|(plane, dxp)| {
+                            let ch = plane % c;
+                            let (mean, var) = stats[ch];
+                            let (sum_dy, sum_dy_xhat) = sums[ch];
+                            let istd = 1.0 / (var + self.eps).sqrt();
+                            let k = gs[ch].to_f64() * istd / m;
+                            // dx = k·(m·dy − Σdy − x̂·Σdy·x̂), x̂ = (x − μ)·istd
+                            let a = k * m;
+                            let bias = -k * sum_dy + k * sum_dy_xhat * istd * mean;
+                            let slope = -k * sum_dy_xhat * istd;
+                            let at = plane * s;
+                            for ((o, d), v) in
+                                dxp.iter_mut().zip(&dys[at..at + s]).zip(&xs[at..at + s])
+                            {
+                                *o = T::from_f64(a * d.to_f64() + slope * v.to_f64() + bias);
+                            }
+                        });
+                    }
+                    let dg: Vec<T> = sums.iter().map(|s| T::from_f64(s.1)).collect();
+                    let db: Vec<T> = sums.iter().map(|s| T::from_f64(s.0)).collect();
+                    Ok((dx, dg, db))
+                })
+            })
+        })?;
         Ok((
             Tensor::from_vec(dx, dims, dev)?,
             Tensor::from_vec(dg, g.dims(), dev)?,
@@ -329,16 +386,23 @@ fn batch_norm_train_fused(
         scale.flatten_all()?.contiguous()?,
         bias.flatten_all()?.contiguous()?,
     );
-    let y = x.apply_op3(&g, &b, BatchNormTrain { eps })?;
-    let (n, c, s) = ncs(x.dims());
-    let flat = x.detach().reshape((n, c, s))?;
-    let mean = flat.mean_keepdim(2)?.mean(0)?.reshape(c)?;
-    let var = flat
-        .broadcast_sub(&mean.reshape((1, c, 1))?)?
-        .sqr()?
-        .mean_keepdim(2)?
-        .mean(0)?
-        .reshape(c)?;
+    let stats = Arc::new(OnceLock::new());
+    let y = x.apply_op3(
+        &g,
+        &b,
+        BatchNormTrain {
+            eps,
+            stats: stats.clone(),
+        },
+    )?;
+    let stats = stats
+        .get()
+        .ok_or_else(|| OpError("batch-norm: the fused kernel recorded no statistics".into()))?;
+    let column = |pick: fn(&(f64, f64)) -> f64| -> Result<Tensor, OpError> {
+        let v: Vec<f64> = stats.iter().map(pick).collect();
+        Ok(Tensor::from_vec(v, stats.len(), x.device())?.to_dtype(x.dtype())?)
+    };
+    let (mean, var) = (column(|s| s.0)?, column(|s| s.1)?);
     Ok(Some((y, mean, var)))
 }
 
