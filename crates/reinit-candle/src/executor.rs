@@ -323,6 +323,16 @@ impl Executor {
         &self.layers
     }
 
+    /// Whether the graph has a Dropout node (its training pass then differs
+    /// from a [`Mode::Probe`] pass of the same weights).
+    pub fn has_dropout(&self) -> bool {
+        let mut found = false;
+        visit_nodes(&self.graph, &mut |node| {
+            found |= op_of(node) == Some(Op::Dropout);
+        });
+        found
+    }
+
     /// Reseeds the RNG used by Dropout.
     pub fn seed(&self, seed: u64) {
         *self.rng.borrow_mut() = ChaCha8Rng::seed_from_u64(seed);

@@ -131,7 +131,7 @@ pub fn signal_and_grad_norms(
     Ok((signal, norms_of(exec, &grads)?))
 }
 
-fn signal_of(
+pub(crate) fn signal_of(
     exec: &Executor,
     b: &crate::data::Split,
     probed: &std::collections::HashMap<String, Tensor>,
@@ -175,7 +175,7 @@ fn finish_signal(input_q: f64, layers: Vec<LayerSignal>) -> Signal {
     }
 }
 
-fn norms_of(
+pub(crate) fn norms_of(
     exec: &Executor,
     grads: &candle_core::backprop::GradStore,
 ) -> Result<BTreeMap<String, f64>, ExecError> {

@@ -1,16 +1,18 @@
 //! The training loop: optimizer steps on a [`Task`], fixed sparse masks, the
 //! held-out metric and the verdict.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use candle_core::{D, DType, Device, Tensor, Var, backprop::GradStore};
-use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW};
+use candle_nn::optim::ParamsAdamW;
 use reinit_onnx::Model;
 
 use crate::data::{LossKind, Rng, Split, Task, TaskOptions, TaskSize, run_micro};
 use crate::error::ExecError;
 use crate::executor::{Executor, Mode};
+use crate::optim::AdamW;
+use crate::probes::{self, Signal};
 use crate::shapes::ShapeRequest;
 use crate::verdict::{Verdict, window_means};
 
@@ -23,7 +25,7 @@ pub type Mask = HashMap<String, Vec<bool>>;
 pub enum Optimizer {
     /// SGD with heavy-ball momentum: `b ← μ·b + g; w ← w − lr·b`.
     Sgd { momentum: f64 },
-    /// candle-nn's AdamW (β = 0.9/0.999, weight decay 0.01).
+    /// candle-nn's AdamW (β = 0.9/0.999, weight decay 0.01), fused ([`crate::optim`]).
     AdamW,
 }
 
@@ -252,7 +254,36 @@ pub fn train_on(
     task: &Task,
     config: &TrainConfig,
 ) -> Result<TrainReport, ExecError> {
+    Ok(train_on_probed(exec, task, config, false)?.0)
+}
+
+/// The signal and gradient-norm probes read off a run's first training step
+/// (at init: before the first update), instead of a probe pass of their own.
+#[derive(Debug, Clone)]
+pub struct FirstStepProbes {
+    pub signal: Signal,
+    pub grad_norms: BTreeMap<String, f64>,
+    /// Time spent on the probes' statistics (not counted in the step time).
+    pub seconds: f64,
+}
+
+/// [`train_on`]; with `probe_first_step` (and a graph that runs whole
+/// batches) the first step's forward also records every layer's output for
+/// the signal probe and its gradients give the gradient norms.
+pub fn train_on_probed(
+    exec: &Executor,
+    task: &Task,
+    config: &TrainConfig,
+    probe_first_step: bool,
+) -> Result<(TrainReport, Option<FirstStepProbes>), ExecError> {
     let start = Instant::now();
+    let probe_first_step = probe_first_step && !task.micro_batch;
+    let layer_outputs: Vec<String> = if probe_first_step {
+        exec.layers().iter().map(|l| l.output.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut first_probes = None;
     exec.seed(config.seed);
     let vars = exec.trainable_vars();
     let masks = match &config.mask {
@@ -294,14 +325,38 @@ pub fn train_on(
         }
         let b = task.train.rows(&order[cursor..cursor + batch], &device)?;
         cursor += batch;
-        let out = batch_output(exec, task, &b, Mode::Train)?;
+        let probing = probe_first_step && step == 0;
+        let mut probe_time = 0.0;
+        let (out, signal) = if probing {
+            let run = exec.forward_probed(&b.inputs, Mode::Train, &layer_outputs)?;
+            let t = Instant::now();
+            let signal = probes::signal_of(exec, &b, &run.probes)?;
+            probe_time += t.elapsed().as_secs_f64();
+            (run.first().clone(), Some(signal))
+        } else {
+            (batch_output(exec, task, &b, Mode::Train)?, None)
+        };
         let loss = loss_of(task, &out, &b.targets)?;
         let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         losses.push(value);
+        let mut grads = if value.is_finite() || signal.is_some() {
+            loss.backward()?
+        } else {
+            break;
+        };
+        if let Some(signal) = signal {
+            let t = Instant::now();
+            let grad_norms = probes::norms_of(exec, &grads)?;
+            probe_time += t.elapsed().as_secs_f64();
+            first_probes = Some(FirstStepProbes {
+                signal,
+                grad_norms,
+                seconds: probe_time,
+            });
+        }
         if !value.is_finite() {
             break;
         }
-        let mut grads = loss.backward()?;
         // the forward graph (every activation) goes before the update allocates
         drop((out, loss, b));
         for (v, m) in &masks {
@@ -313,7 +368,7 @@ pub fn train_on(
         for (v, m) in &masks {
             v.set(&(v.as_tensor() * m)?)?;
         }
-        step_times.push(step_start.elapsed().as_secs_f64());
+        step_times.push(step_start.elapsed().as_secs_f64() - probe_time);
     }
     let mask_exact = if masks.is_empty() {
         None
@@ -337,7 +392,7 @@ pub fn train_on(
     } else {
         window_means(&losses)
     };
-    Ok(TrainReport {
+    let report = TrainReport {
         task: task.name.clone(),
         loss_kind: task.loss,
         loss: losses,
@@ -352,7 +407,8 @@ pub fn train_on(
         mask_exact,
         step_seconds: median(&mut step_times),
         seconds: start.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((report, first_probes))
 }
 
 /// The median of `values` (0 when empty).

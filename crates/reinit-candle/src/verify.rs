@@ -13,7 +13,7 @@ use crate::memory::{self, Estimate};
 use crate::probes::{self, JacobianStats, Signal};
 use crate::recipe::{self, Given, Structure};
 use crate::shapes::{self, InputShape};
-use crate::train::{Heldout, Mask, TrainConfig, train_on};
+use crate::train::{Heldout, Mask, TrainConfig, train_on_probed};
 use crate::verdict::Verdict;
 
 #[derive(Debug, Clone)]
@@ -96,7 +96,9 @@ pub struct RunReport {
     pub micro_batch: bool,
     /// Median wall time of one training step.
     pub step_seconds: f64,
-    /// Wall time of all probes (signal, gradient norms, Jacobian).
+    /// Wall time of all probes: the Jacobian's projections, and the signal
+    /// and gradient norms (their statistics only where they are read off
+    /// the first training step, a whole pass where they are not).
     pub probe_seconds: f64,
     /// The memory estimate checked before the run ([`crate::memory`]).
     pub estimated_bytes: u64,
@@ -175,9 +177,32 @@ pub fn verify(
         estimate.check(memory::available())?;
         let probe_start = std::time::Instant::now();
         let probe_n = config.probe_batch.min(batch).max(1);
-        let (signal, grad_norms) = probes::signal_and_grad_norms(&exec, &task, probe_n)?;
+        // Signal and gradient norms come from the first training step where
+        // that step is the probe pass (no dropout to tell them apart, whole
+        // batches); otherwise from a pass of their own, as before.
+        let from_first_step = !task.micro_batch && !exec.has_dropout() && cfg.steps > 0;
+        let separate = if from_first_step {
+            None
+        } else {
+            Some(probes::signal_and_grad_norms(&exec, &task, probe_n)?)
+        };
         let jacobian = probes::jacobian(&exec, &task, probe_n, cfg.seed)?;
-        let probe_seconds = probe_start.elapsed().as_secs_f64();
+        let mut probe_seconds = probe_start.elapsed().as_secs_f64();
+        let mut train_cfg = cfg.clone();
+        train_cfg.mask = config.masks.get(label).cloned();
+        let (report, first) = train_on_probed(&exec, &task, &train_cfg, from_first_step)?;
+        let (signal, grad_norms) = match (separate, first) {
+            (Some(probed), _) => probed,
+            (None, Some(first)) => {
+                probe_seconds += first.seconds;
+                (first.signal, first.grad_norms)
+            }
+            (None, None) => {
+                return Err(ExecError::Invalid(
+                    "the first training step recorded no probes".into(),
+                ));
+            }
+        };
         let layers = exec.layers();
         let grad_ratio = match (layers.first(), layers.last()) {
             (Some(f), Some(l)) => {
@@ -186,9 +211,6 @@ pub fn verify(
             }
             _ => None,
         };
-        let mut train_cfg = cfg.clone();
-        train_cfg.mask = config.masks.get(label).cloned();
-        let report = train_on(&exec, &task, &train_cfg)?;
         runs.push(RunReport {
             scheme: label.clone(),
             task: report.task,
