@@ -67,6 +67,14 @@ impl AdamW {
         })
     }
 
+    /// Sets the learning rate of the following steps (a schedule).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.params.lr = lr;
+        if let Some(f) = &mut self.fallback {
+            f.set_learning_rate(lr);
+        }
+    }
+
     /// One update from `grads`; weights without a gradient are left alone
     /// (their moments too), as candle-nn does.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
