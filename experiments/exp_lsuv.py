@@ -95,6 +95,10 @@ def checks(res):
         ("every layer's output variance is 1 ± 0.1 (onnxruntime, same samples)", worst_m <= 0.1,
          f"max |Var − 1| measured {fmt(worst_m)}, reported by reinit {fmt(worst_r)}"),
     ]
+    # Steps to a loss threshold differ within the seed spread (see the notes below), so a
+    # one-seed run (the CI smoke config) cannot test the ordering: it is asserted with ≥ 3 seeds.
+    if len(res["cfg"].get("seeds", [])) < 3:
+        return out
     for model in ("tanh MLP", "relu MLP"):
         sl, so = _steps(res, model, "lsuv"), _steps(res, model, "orthogonal")
         out.append((f"{model}: LSUV reaches the loss threshold at least as fast as orthogonal (≤ 1.2×)",
