@@ -9,8 +9,10 @@ The Rust engine of the ``reinit`` command line tool, for Python export pipelines
     new_proto = reinit.apply(onnx_model_proto, "orthogonal", seed=1).result
     doc = reinit.inspect("model.onnx")          # the `reinit inspect --json` document
 
-    from reinit.torch import load_into          # weights back into a torch.nn.Module
-    load_into(module, "model.auto.onnx")
+    reinit.torch.load_into(module, "model.auto.onnx")   # weights back into a torch.nn.Module
+
+``reinit.torch`` is imported on first use, and imports torch only when ``load_into``
+runs: ``import reinit`` never loads torch.
 
 Same seed and parameters give byte-identical files to ``reinit apply --seed N``.
 Errors are :class:`ReinitError` subclasses carrying the CLI's messages. The GIL is
@@ -51,6 +53,21 @@ __all__ = [
 ]
 
 __version__: str = _native._engine_version()
+
+
+def __getattr__(name: str) -> Any:
+    """``reinit.torch`` on first use (PEP 562): ``import reinit`` alone never imports
+    the submodule, and the submodule imports torch only when ``load_into`` runs."""
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | {"torch"})
+
 
 #: Scheme parameters `apply` accepts as keywords: every parameter of the scheme table
 #: (``reinit schemes`` lists them per scheme), the CLI flags with ``_`` for ``-``.
@@ -352,7 +369,8 @@ def verify(
     scheme with ``loss`` (per step), ``final_loss``, ``heldout``, ``verdict``, ``signal``
     (per-layer second moments), ``grad_norms`` and ``jacobian``. Without ``schemes`` the
     weights as stored are verified. ``params`` are scheme parameters as for :func:`apply`
-    (``density``, ``submatrix``, ...); ``plot`` names a directory for SVG plots.
+    (``density``, ``submatrix``, ...); ``plot`` names a directory for the plots (loss,
+    signal, Jacobian singular values, gradient norms; each SVG and PNG).
     ``input_shape`` is ``--input-shape`` (``"3x224x224"``, ``"2x3x224x224"`` or
     ``"input_ids:2x128,attention_mask:2x128"``); ``input_q`` scales the float task
     input to that second moment (``--input-q``).

@@ -1,6 +1,7 @@
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from . import torch as torch
 from ._errors import (
     InvalidModelError as InvalidModelError,
     LoadIntoError as LoadIntoError,
@@ -88,6 +89,7 @@ def verify(
     optimizer: Optional[str] = ...,
     device: str = ...,
     input_shape: Optional[str] = ...,
+    input_q: Optional[float] = ...,
     plot: Optional[Union[str, "os.PathLike[str]"]] = ...,
     **params: Any,
 ) -> Dict[str, Any]: ...
