@@ -7,12 +7,16 @@
 //! the command are in `docs/candle-notes.md`.
 #![cfg(feature = "verify")]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use reinit::{PlanOptions, SchemeParams};
 use reinit_candle::{Executor, TaskSize, TrainConfig, Verdict, VerifyConfig, VerifyReport};
 use reinit_onnx::{Model, SaveOptions};
+
+use common::verify_json;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -190,18 +194,10 @@ fn relu_share_orthogonal_is_isometric_he_is_not() {
 #[test]
 fn eoi_masks_stay_exact_through_the_cli() {
     for name in ["mlp_relu.onnx", "tiny_resnet_bn.onnx"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_reinit"))
-            .arg("verify")
-            .arg(fixture(name))
-            .args(["--schemes", "eoi", "--json", "--quiet", "--steps", "10"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let json = verify_json(
+            &fixture(name),
+            &["--schemes", "eoi", "--json", "--quiet", "--steps", "10"],
         );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let run = &json["runs"][0];
         assert_eq!(run["scheme"], "eoi");
         assert_eq!(run["mask_exact"], true, "{name}: {run:#?}");
@@ -212,19 +208,19 @@ fn eoi_masks_stay_exact_through_the_cli() {
 /// the same density, side by side; both zero patterns are held fixed while training.
 #[test]
 fn random_mask_is_held_fixed_next_to_eoi() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reinit"))
-        .arg("verify")
-        .arg(fixture("mlp_relu.onnx"))
-        .args(["--schemes", "eoi,random-mask", "--density", "0.125"])
-        .args(["--json", "--quiet", "--steps", "10"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let json = verify_json(
+        &fixture("mlp_relu.onnx"),
+        &[
+            "--schemes",
+            "eoi,random-mask",
+            "--density",
+            "0.125",
+            "--json",
+            "--quiet",
+            "--steps",
+            "10",
+        ],
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let runs = json["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     for run in runs {
@@ -418,18 +414,10 @@ fn input_q_scales_inputs_and_critical_reports_q_star() {
         dir.path(),
     )
     .0;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reinit"))
-        .arg("verify")
-        .arg(fixture("mlp_tanh.onnx"))
-        .args(["--schemes", "critical", "--json", "--quiet", "--steps", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let json = verify_json(
+        &fixture("mlp_tanh.onnx"),
+        &["--schemes", "critical", "--json", "--quiet", "--steps", "2"],
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let run0 = &json["runs"][0];
     let q_star = run0["q_star"].as_f64().expect("critical reports q*");
     assert!(q_star > 0.0 && q_star < 0.5, "q* {q_star}");
@@ -437,19 +425,19 @@ fn input_q_scales_inputs_and_critical_reports_q_star() {
     assert!((json["task"]["input_q"].as_f64().unwrap() - 1.0).abs() < 0.05);
     assert_eq!(run0["input_matches_q_star"], false);
     // with --input-q q* the input matches
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reinit"))
-        .arg("verify")
-        .arg(fixture("mlp_tanh.onnx"))
-        .args(["--schemes", "critical", "--json", "--quiet", "--steps", "2"])
-        .args(["--input-q", &q_star.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let json = verify_json(
+        &fixture("mlp_tanh.onnx"),
+        &[
+            "--schemes",
+            "critical",
+            "--json",
+            "--quiet",
+            "--steps",
+            "2",
+            "--input-q",
+            &q_star.to_string(),
+        ],
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let measured = json["task"]["input_q"].as_f64().unwrap();
     assert!(
         (measured / q_star - 1.0).abs() < 1e-3,

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{bin, fixtures};
+use common::{fixtures, verify_json};
 
 const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",
@@ -138,26 +138,18 @@ fn decode_base64(text: &str) -> Vec<u8> {
 fn report_is_one_self_contained_page_that_renders_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("report.html");
-    let out = Command::new(bin())
-        .arg("verify")
-        .arg(fixtures().join("mlp_relu.onnx"))
-        .args([
+    let json = verify_json(
+        &fixtures().join("mlp_relu.onnx"),
+        &[
             "--schemes",
             "he,orthogonal",
             "--steps",
             "12",
             "--json",
             "--report",
-        ])
-        .arg(&page)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            page.to_str().unwrap(),
+        ],
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let html = std::fs::read_to_string(&page).unwrap();
 
     // Self-contained: no script, nothing fetched.

@@ -103,6 +103,24 @@ pub fn run_ok(args: &[&str], envs: &[(&str, &str)]) -> Run {
     r
 }
 
+/// Runs `reinit verify MODEL ARGS` (with `--json`, which the caller passes),
+/// asserts exit 0 and returns the parsed report.
+pub fn verify_json(model: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin())
+        .arg("verify")
+        .arg(model)
+        .args(args)
+        .output()
+        .expect("spawn reinit");
+    assert!(
+        out.status.success(),
+        "reinit verify {} {args:?}: {}",
+        model.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("verify --json prints one JSON report")
+}
+
 /// Names in `dir` that look like reinit's temporary files.
 pub fn temp_leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
