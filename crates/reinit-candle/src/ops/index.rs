@@ -1,5 +1,6 @@
-//! Index arithmetic ops real exports use: GatherND / ScatterND (the dynamo
-//! exporter's indexing), CumSum (position ids) and Trilu (causal masks).
+//! Index arithmetic ops real exports use: GatherElements (BERT's token type
+//! ids, `torch.gather`), GatherND / ScatterND (the dynamo exporter's
+//! indexing), CumSum (position ids) and Trilu (causal masks).
 //!
 //! All are built from `index_select`, `index_add`, `where_cond` and `matmul`,
 //! whose candle backward is exact, so gradients need no code here. Index
@@ -11,10 +12,71 @@ use super::{Op, OpArgs, OpResult, Registry, axis, int_vec};
 use crate::error::OpError;
 
 pub fn register(r: &mut Registry) {
+    r.insert(Op::GatherElements, gather_elements);
     r.insert(Op::GatherND, gather_nd);
     r.insert(Op::ScatterND, scatter_nd);
     r.insert(Op::CumSum, cumsum);
     r.insert(Op::Trilu, trilu);
+}
+
+/// `out[i…] = data[i… with i_axis ← indices[i…]]`: the flat data position of
+/// every output element, computed on the CPU, then one `index_select` over the
+/// flattened data (its backward is an `index_add`, exact for repeated indices).
+fn gather_elements(args: &OpArgs) -> OpResult {
+    let data = args.input(0)?;
+    let indices = args.input(1)?;
+    let ddims = data.dims();
+    let idims = indices.dims();
+    let a = axis(args.attr_i("axis", 0), ddims.len())?;
+    if idims.len() != ddims.len() {
+        return Err(OpError(format!(
+            "indices {idims:?} and data {ddims:?} must have the same rank"
+        )));
+    }
+    if let Some(d) = (0..ddims.len()).find(|&d| d != a && idims[d] > ddims[d]) {
+        return Err(OpError(format!(
+            "indices {idims:?} exceed data {ddims:?} on axis {d}"
+        )));
+    }
+    let mut strides = vec![1usize; ddims.len()];
+    for d in (0..ddims.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * ddims[d + 1];
+    }
+    let len = ddims[a] as i64;
+    let values = int_vec(indices)?;
+    let mut flat = Vec::with_capacity(values.len());
+    let mut coord = vec![0usize; idims.len()];
+    for &i in &values {
+        let j = if i < 0 { i + len } else { i };
+        if !(0..len).contains(&j) {
+            return Err(OpError(format!(
+                "index {i} out of range for axis {a} of {len}"
+            )));
+        }
+        let pos: usize = coord
+            .iter()
+            .zip(&strides)
+            .enumerate()
+            .map(|(d, (&c, &s))| if d == a { j as usize * s } else { c * s })
+            .sum();
+        flat.push(u32::try_from(pos).map_err(|_| {
+            OpError(format!(
+                "data {ddims:?} is too large to index (> 2^32 elements)"
+            ))
+        })?);
+        // Next coordinate of the indices tensor, row-major.
+        for d in (0..coord.len()).rev() {
+            coord[d] += 1;
+            if coord[d] < idims[d] {
+                break;
+            }
+            coord[d] = 0;
+        }
+    }
+    let n = flat.len();
+    let index = Tensor::from_vec(flat, n, data.device())?;
+    let picked = data.flatten_all()?.index_select(&index, 0)?;
+    Ok(vec![picked.reshape(idims)?])
 }
 
 /// Where GatherND/ScatterND index: the data viewed as `[rows, rest…]` with one

@@ -314,6 +314,24 @@ fn export_cases() -> Vec<Case> {
         case("LRN", vec![f(&[1, 4, 2, 2])])
             .attr(ai("size", 2))
             .attr(af("alpha", 0.3)),
+        // repeated and negative indices; indices smaller than the data off-axis
+        case(
+            "GatherElements",
+            vec![f(&[3, 4]), In::Ints(vec![0, 2, -1, 1, 1, 0], vec![2, 3])],
+        ),
+        case(
+            "GatherElements",
+            vec![f(&[3, 4]), In::Ints(vec![3, -4, 0, 1, 1, 2], vec![3, 2])],
+        )
+        .attr(ai("axis", 1)),
+        case(
+            "GatherElements",
+            vec![
+                f(&[2, 3, 4]),
+                In::Ints(vec![0, 3, -1, 2, 2, 2, 1, -3, 0, 3, 3, 1], vec![2, 2, 3]),
+            ],
+        )
+        .attr(ai("axis", -1)),
         case(
             "GatherND",
             vec![f(&[3, 4, 2]), In::Ints(vec![0, 1, 2, 3, 1, 0], vec![3, 2])],
