@@ -105,6 +105,7 @@ pub mod optim;
 mod plot;
 mod prepare;
 pub mod probes;
+pub mod progress;
 pub mod recipe;
 pub mod shapes;
 mod synth;
@@ -121,6 +122,7 @@ pub use executor::{Executor, InputSpec, Layer, Mode, Outputs, Param};
 pub use lsuv::{LsuvData, LsuvOutcome, LsuvScale, LsuvSettings, lsuv};
 pub use plot::{Figure, PlotKind, render_plots, write_plots};
 pub use probes::{JacobianStats, LayerSignal, Signal};
+pub use progress::{Progress, ProgressHook};
 pub use shapes::{InputShape, ShapeRequest};
 pub use synth::{MAX_TAUGHT_CLASSES, classes_taught};
 pub use train::{

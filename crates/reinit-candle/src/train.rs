@@ -71,6 +71,8 @@ pub struct TrainConfig {
     pub input_q: Option<f64>,
     /// Sizes of the training and held-out sets.
     pub size: TaskSize,
+    /// Told of every finished step (a progress bar); none by default.
+    pub progress: crate::ProgressHook,
 }
 
 impl Default for TrainConfig {
@@ -90,6 +92,7 @@ impl Default for TrainConfig {
                 train: 1536,
                 heldout: 261,
             },
+            progress: crate::ProgressHook::default(),
         }
     }
 }
@@ -369,6 +372,10 @@ pub fn train_on_probed(
             v.set(&(v.as_tensor() * m)?)?;
         }
         step_times.push(step_start.elapsed().as_secs_f64() - probe_time);
+        config.progress.emit(crate::Progress::Step {
+            step: losses.len(),
+            loss: value,
+        });
     }
     let mask_exact = if masks.is_empty() {
         None

@@ -164,8 +164,14 @@ pub fn verify(
     let mut runs = Vec::with_capacity(models.len());
     let mut inputs = Vec::new();
     let mut task_info = None;
-    for (label, model) in models {
+    for (index, (label, model)) in models.iter().enumerate() {
         let start = std::time::Instant::now();
+        config.train.progress.emit(crate::Progress::Run {
+            scheme: label,
+            index,
+            runs: models.len(),
+            steps: config.train.steps,
+        });
         let exec = Executor::new(model, &config.train.device)?;
         let cfg = &config.train;
         let task = Task::for_model(&exec, model, cfg.seed, cfg.size, Some(&cfg.task_options()))?;

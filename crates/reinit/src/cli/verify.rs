@@ -1,7 +1,11 @@
 //! `reinit verify`: apply each scheme in memory with the same seed, then probe
 //! and train every variant on the same data in the same order.
 
+use std::sync::{Arc, Mutex};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reinit::{Error, VerifySettings};
+use reinit_candle::{Progress, ProgressHook};
 use reinit_onnx::Model;
 
 use super::args::VerifyArgs;
@@ -18,10 +22,18 @@ pub fn run(args: VerifyArgs) -> Result<(), Error> {
         input_q: args.input_q,
         plot: args.plot.clone(),
     };
-    let config = settings.config(args.seed)?;
+    let mut config = settings.config(args.seed)?;
     let model = Model::load(&args.model).map_err(Error::Load)?;
+    let bar = progress_bar(&args);
+    if let Some(bar) = &bar {
+        config.train.progress = hook(bar);
+    }
     // `verify` writes the plots itself when `plot_dir` is set.
-    let report = reinit::verify(&model, &args.schemes, &args.params, args.seed, config)?;
+    let result = reinit::verify(&model, &args.schemes, &args.params, args.seed, config);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = result?;
     if let Some(path) = &args.report {
         write_page(&report, &model, &args, path)?;
     }
@@ -125,4 +137,49 @@ fn write_page(
     }
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
+}
+
+/// A bar on stderr while the runs train — scheme, step, loss, and the ETA over
+/// every run's steps — when stderr is a terminal; none with `--json`,
+/// `--quiet` or a redirected stderr (CI logs stay clean).
+fn progress_bar(args: &VerifyArgs) -> Option<ProgressBar> {
+    use std::io::IsTerminal;
+    if args.json || args.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let style = ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:30.cyan/blue}] {msg}  {elapsed} elapsed, ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    Some(ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style))
+}
+
+/// Moves `bar` on each run and step: the position counts steps over all runs.
+fn hook(bar: &ProgressBar) -> ProgressHook {
+    let bar = bar.clone();
+    // (run index, steps per run) of the run in progress.
+    let run = Arc::new(Mutex::new((0usize, 0usize)));
+    ProgressHook::new(move |event| {
+        let mut current = run.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Progress::Run {
+                scheme,
+                index,
+                runs,
+                steps,
+            } => {
+                *current = (index, steps);
+                bar.set_length((runs * steps) as u64);
+                bar.set_position((index * steps) as u64);
+                bar.set_prefix(format!("{scheme} ({}/{runs})", index + 1));
+                bar.set_message("probing");
+            }
+            Progress::Step { step, loss } => {
+                let (index, steps) = *current;
+                bar.set_position((index * steps + step) as u64);
+                bar.set_message(format!("step {step}/{steps}, loss {loss:.4}"));
+            }
+        }
+    })
 }
