@@ -420,6 +420,50 @@ def test_verify_rejects_bad_settings():
         reinit.verify(model, ["he"], densty=0.1)
 
 
+def test_verify_lr_schedule_is_the_cli_flag(cli):
+    model = str(fixtures_dir() / "mlp_relu.onnx")
+    common = dict(seed=1, steps=12, optimizer="sgd", lr=0.05)
+    constant = reinit.verify(model, ["he"], lr_schedule="constant", **common)
+    cosine = reinit.verify(model, ["he"], lr_schedule="cosine", **common)
+    assert constant["lr_schedule"] != cosine["lr_schedule"]
+    out = subprocess.run(
+        [str(cli), "verify", model, "--schemes", "he", "--seed", "1", "--steps", "12",
+         "--optimizer", "sgd", "--lr", "0.05", "--lr-schedule", "constant", "--json", "-q"],
+        capture_output=True, text=True, check=True,
+    )
+    assert constant["runs"][0]["loss"] == json.loads(out.stdout)["runs"][0]["loss"]
+    # Same first step (same weights and batch), then the decayed rate moves the weights less.
+    a, b = constant["runs"][0]["loss"], cosine["runs"][0]["loss"]
+    assert a[0] == b[0] and a[1:] != b[1:]
+    with pytest.raises(reinit.UsageError, match="lr-schedule"):
+        reinit.verify(model, ["he"], lr_schedule="linear", steps=2)
+
+
+def test_verify_report_writes_the_self_contained_page(tmp_path):
+    model = str(fixtures_dir() / "mlp_tanh.onnx")
+    page = tmp_path / "report.html"
+    doc = reinit.verify(model, ["he", "orthogonal"], seed=2, steps=12, report=page)
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    # Every plot inline (loss, signal, Jacobian, gradient norms), nothing fetched from outside.
+    assert html.count('src="data:image/png;base64,') == 4
+    assert "http://" not in html and "https://" not in html
+    # The call that reproduces the run, and each scheme's verdict.
+    assert f"reinit.verify({model!r}, ['he', 'orthogonal'], seed=2, steps=12)" in html
+    for run in doc["runs"]:
+        assert run["scheme"] in html and run["verdict"] in html
+    assert oct(page.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_verify_report_failures_leave_no_page(tmp_path):
+    model = str(fixtures_dir() / "mlp_tanh.onnx")
+    with pytest.raises(reinit.ReinitIOError):
+        reinit.verify(model, ["he"], steps=2, report=tmp_path / "missing-dir" / "r.html")
+    with pytest.raises(reinit.UsageError):
+        reinit.verify(model, ["nope"], steps=2, report=tmp_path / "r.html")
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- keywords vs the scheme table
 
 

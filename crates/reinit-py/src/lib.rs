@@ -317,7 +317,8 @@ fn _inspect(py: Python<'_>, model: &Bound<'_, PyAny>) -> PyResult<String> {
 /// `params_json` holds the scheme parameters (kebab-case keys, as in `--rules`).
 #[pyfunction]
 #[pyo3(signature = (model, schemes, *, seed=0, params_json=None, steps=None, lr=None,
-    batch=None, optimizer=None, device="cpu".to_string(), input_shape=None, input_q=None, plot=None))]
+    batch=None, optimizer=None, lr_schedule=None, device="cpu".to_string(), input_shape=None,
+    input_q=None, plot=None, report=None, command=String::new()))]
 #[allow(clippy::too_many_arguments)]
 fn _verify(
     py: Python<'_>,
@@ -329,13 +330,16 @@ fn _verify(
     lr: Option<f64>,
     batch: Option<usize>,
     optimizer: Option<String>,
+    lr_schedule: Option<String>,
     device: String,
     input_shape: Option<String>,
     input_q: Option<f64>,
     plot: Option<PathBuf>,
+    report: Option<PathBuf>,
+    command: String,
 ) -> PyResult<String> {
     let src = source(model)?;
-    let report = engine(py, || {
+    let verified = engine(py, || {
         let params: reinit::SchemeParams = match &params_json {
             Some(text) => serde_json::from_str(text)
                 .map_err(|e| Error::Usage(format!("scheme parameters: {e}")))?,
@@ -346,17 +350,25 @@ fn _verify(
             lr,
             batch,
             optimizer,
-            lr_schedule: None,
-            device,
+            lr_schedule,
+            device: device.clone(),
             input_shape,
             input_q,
             plot,
         };
         let config = settings.config(seed)?;
         let model = src.load()?;
-        reinit::verify(&model, &schemes, &params, seed, config)
+        let run = reinit::verify(&model, &schemes, &params, seed, config)?;
+        if let Some(path) = &report {
+            let label = match &src {
+                Source::Path(p) => p.display().to_string(),
+                Source::Bytes(_) => "(in-memory model)".to_string(),
+            };
+            reinit::verify_html::write_page(&run, &model, &label, &device, &command, path)?;
+        }
+        Ok(run)
     })?;
-    Ok(serde_json::to_string(&report).unwrap_or_default())
+    Ok(serde_json::to_string(&verified).unwrap_or_default())
 }
 
 /// The scheme table's parameters as keyword names (`_` for `-`) with their

@@ -5,8 +5,12 @@
 //! opens from an attachment or a CI artifact as it is.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use reinit_candle::{Figure, RunReport, VerifyReport};
+use reinit_onnx::Model;
+
+use crate::error::Error;
 
 /// What the page shows besides the report itself.
 pub struct PageContext<'a> {
@@ -218,6 +222,59 @@ fn caption(kind: reinit_candle::PlotKind) -> &'static str {
             "Norm of the loss gradient with respect to each layer's weight at initialisation, in graph order."
         }
     }
+}
+
+/// Renders the plots and the page of `report` for `model` (named `label`,
+/// run on `device` by `command`) and writes it to `path` whole: into a
+/// temporary file beside `path`, renamed over it, so a failed run leaves no
+/// partial page. Shared by `reinit verify --report` and Python's
+/// `reinit.verify(report=...)`.
+pub fn write_page(
+    report: &VerifyReport,
+    model: &Model,
+    label: &str,
+    device: &str,
+    command: &str,
+    path: &Path,
+) -> Result<(), Error> {
+    // Plot titles name the model by its file name, as `--plot` does.
+    let name = Path::new(label)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let figures = reinit_candle::render_plots(report, &name).map_err(Error::Exec)?;
+    let summary = reinit_graph::analyze(model).render_table();
+    let page = render_page(
+        report,
+        &figures,
+        &PageContext {
+            model: label,
+            summary: &summary,
+            device,
+            command,
+        },
+    );
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".reinit-report-")
+        .tempfile_in(&dir)
+        .map_err(io)?;
+    std::fs::write(tmp.path(), page.as_bytes()).map_err(io)?;
+    // An ordinary file's mode, not the temporary file's 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+    }
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 /// HTML text escaping (`& < > "`).

@@ -356,10 +356,12 @@ def verify(
     lr: Optional[float] = None,
     batch: Optional[int] = None,
     optimizer: Optional[str] = None,
+    lr_schedule: Optional[str] = None,
     device: str = "cpu",
     input_shape: Optional[str] = None,
     input_q: Optional[float] = None,
     plot: Optional[Union[str, "os.PathLike[str]"]] = None,
+    report: Optional[Union[str, "os.PathLike[str]"]] = None,
     **params: Any,
 ) -> Dict[str, Any]:
     """Trains ``model`` briefly with each of ``schemes`` side by side (same seed, same
@@ -370,7 +372,10 @@ def verify(
     (per-layer second moments), ``grad_norms`` and ``jacobian``. Without ``schemes`` the
     weights as stored are verified. ``params`` are scheme parameters as for :func:`apply`
     (``density``, ``submatrix``, ...); ``plot`` names a directory for the plots (loss,
-    signal, Jacobian singular values, gradient norms; each SVG and PNG).
+    signal, Jacobian singular values, gradient norms; each SVG and PNG); ``report`` a file
+    for the self-contained HTML report (``--report``: plots inline, the side-by-side
+    table, the settings, the model's summary, each verdict with its reason).
+    ``lr_schedule`` is ``"constant"`` or ``"cosine"`` (``--lr-schedule``).
     ``input_shape`` is ``--input-shape`` (``"3x224x224"``, ``"2x3x224x224"`` or
     ``"input_ids:2x128,attention_mask:2x128"``); ``input_q`` scales the float task
     input to that second moment (``--input-q``).
@@ -379,6 +384,7 @@ def verify(
         UsageError: unknown scheme, parameter or setting.
         InvalidModelError, UnsafeModelError: as for :func:`apply`.
         UnsupportedError: the graph uses ops the trainer cannot run (all listed).
+        ReinitIOError: the report could not be written.
     """
     unknown = sorted(set(params) - set(SCHEME_PARAMETERS))
     if unknown:
@@ -387,20 +393,37 @@ def verify(
         )
     source, _ = _source(model)
     params_json = json.dumps({k.replace("_", "-"): v for k, v in params.items() if v is not None}) if params else None
+    settings = dict(
+        steps=steps,
+        lr=lr,
+        batch=batch,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        device=device,
+        input_shape=input_shape,
+        input_q=input_q,
+        plot=None if plot is None else os.fspath(plot),
+    )
     return json.loads(
         _native._verify(
             source,
             list(schemes or []),
             seed=seed,
             params_json=params_json,
-            steps=steps,
-            lr=lr,
-            batch=batch,
-            optimizer=optimizer,
-            device=device,
-            input_shape=input_shape,
-            input_q=input_q,
-            plot=None if plot is None else os.fspath(plot),
+            report=None if report is None else os.fspath(report),
+            command=_verify_call(model, schemes, seed, {**settings, **params}) if report is not None else "",
+            **settings,
         )
     )
+
+
+def _verify_call(model: Any, schemes: Optional[List[str]], seed: int, keywords: Mapping[str, Any]) -> str:
+    """The call as Python text, for the report's "reproduce with" line."""
+    if isinstance(model, (str, os.PathLike)):
+        shown = repr(os.fspath(model))
+    else:
+        shown = f"<{type(model).__name__}>"
+    parts = [shown, repr(list(schemes or [])), f"seed={seed!r}"]
+    parts += [f"{k}={v!r}" for k, v in keywords.items() if v is not None and not (k == "device" and v == "cpu")]
+    return f"reinit.verify({', '.join(parts)})"
 

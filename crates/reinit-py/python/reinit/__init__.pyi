@@ -87,9 +87,11 @@ def verify(
     lr: Optional[float] = ...,
     batch: Optional[int] = ...,
     optimizer: Optional[str] = ...,
+    lr_schedule: Optional[str] = ...,
     device: str = ...,
     input_shape: Optional[str] = ...,
     input_q: Optional[float] = ...,
     plot: Optional[Union[str, "os.PathLike[str]"]] = ...,
+    report: Optional[Union[str, "os.PathLike[str]"]] = ...,
     **params: Any,
 ) -> Dict[str, Any]: ...

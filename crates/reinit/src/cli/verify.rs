@@ -80,21 +80,13 @@ pub fn run(args: VerifyArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// `--report FILE`: the HTML page, written whole to a temporary file beside
-/// FILE and renamed, so a failed run leaves no partial page.
+/// `--report FILE`: the HTML page, with the command line that made the run.
 fn write_page(
     report: &reinit_candle::VerifyReport,
     model: &Model,
     args: &VerifyArgs,
     path: &std::path::Path,
 ) -> Result<(), Error> {
-    let name = args
-        .model
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let figures = reinit_candle::render_plots(report, &name).map_err(Error::Exec)?;
-    let summary = reinit_graph::analyze(model).render_table();
     let command = std::env::args()
         .map(|a| {
             if a.contains(char::is_whitespace) {
@@ -106,37 +98,7 @@ fn write_page(
         .collect::<Vec<_>>()
         .join(" ");
     let model_text = args.model.display().to_string();
-    let page = reinit::verify_html::render_page(
-        report,
-        &figures,
-        &reinit::verify_html::PageContext {
-            model: &model_text,
-            summary: &summary,
-            device: &args.device,
-            command: &command,
-        },
-    );
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".reinit-report-")
-        .tempfile_in(&dir)
-        .map_err(io)?;
-    std::fs::write(tmp.path(), page.as_bytes()).map_err(io)?;
-    // An ordinary file's mode, not the temporary file's 0600.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-    }
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    reinit::verify_html::write_page(report, model, &model_text, &args.device, &command, path)
 }
 
 /// A bar on stderr while the runs train — scheme, step, loss, and the ETA over
