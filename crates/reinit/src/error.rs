@@ -51,6 +51,7 @@ pub enum Error {
     Unsupported(String),
     /// The candle executor or trainer failed (`verify`); the exit code says
     /// whether it refused the model or failed while running it.
+    #[cfg(feature = "verify")]
     #[error("{}", exec_message(.0))]
     Exec(#[from] reinit_candle::ExecError),
     /// A broken invariant: a bug, never the input's fault.
@@ -58,6 +59,7 @@ pub enum Error {
     Internal(String),
 }
 
+#[cfg(feature = "verify")]
 fn exec_message(e: &reinit_candle::ExecError) -> String {
     match e {
         reinit_candle::ExecError::Unsupported(_) => e.to_string(),
@@ -79,6 +81,7 @@ impl Error {
             },
             Error::Io { .. } => exit::IO,
             Error::Unsupported(_) => exit::UNSUPPORTED,
+            #[cfg(feature = "verify")]
             Error::Exec(e) => {
                 use reinit_candle::ExecError as E;
                 match e {
@@ -105,7 +108,6 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reinit_candle::ExecError;
 
     #[test]
     fn bugs_exit_1_and_refusals_2_to_6() {
@@ -130,6 +132,12 @@ mod tests {
         };
         assert_eq!(bad_param.exit_code(), exit::INVALID_INPUT);
         assert_eq!(Error::Internal("x".into()).exit_code(), exit::INTERNAL);
+    }
+
+    #[cfg(feature = "verify")]
+    #[test]
+    fn executor_refusals_exit_6_and_run_time_failures_7() {
+        use reinit_candle::ExecError;
         let unsupported = Error::Exec(ExecError::Unsupported(Vec::new()));
         assert_eq!(unsupported.exit_code(), exit::UNSUPPORTED);
         let failed = Error::Exec(ExecError::Node {

@@ -3,6 +3,7 @@
 //! run's verdict and reason, and — where Chromium is installed — loads in
 //! headless Chromium with no console message and every image rendered.
 //! Without Chromium the browser half skips with a message saying so.
+#![cfg(feature = "verify")]
 
 mod common;
 
