@@ -105,18 +105,18 @@ pub struct Executor {
     last_readers: Vec<Vec<String>>,
 }
 
-/// Ops whose output shares its input's storage (or is a shape): not counted
-/// by [`Executor::activation_bytes`].
-const VIEW_OPS: &[&str] = &[
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Identity",
-    "Shape",
-    "Constant",
-    "Size",
-];
+/// Whether `op`'s output shares its input's storage, reads only a shape, or
+/// is the graph's own constant: such outputs are not counted by
+/// [`Executor::activation_bytes`] (`ConstantOfShape` and `Range` allocate, and
+/// are).
+fn is_view(op: Op) -> bool {
+    use reinit_graph::OpClass;
+    op.class() == OpClass::Shape
+        || matches!(
+            op,
+            Op::Constant | Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Identity
+        )
+}
 
 /// How one graph run treats its environment.
 #[derive(Clone, Copy)]
@@ -510,7 +510,7 @@ impl Executor {
                     }
                 }
             }
-            let counted = plan.count.filter(|_| !VIEW_OPS.contains(&op));
+            let counted = plan.count.filter(|_| !kind.is_some_and(is_view));
             for (name, t) in node.output.iter().zip(outs) {
                 if let Some(c) = counted.filter(|_| t.dtype().is_float()) {
                     c.set(c.get() + (t.elem_count() * t.dtype().size_in_bytes()) as u64);
