@@ -8,6 +8,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::depthwise::{conv2d_depthwise, is_depthwise};
 use super::im2col::{Conv2dGeometry, conv2d_im2col, im2col_applies};
 use super::{Op, OpArgs, OpResult, Registry, subsample};
 use crate::error::OpError;
@@ -107,17 +108,31 @@ fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor, OpError> {
     Ok(y.broadcast_add(&b.reshape(shape)?)?)
 }
 
-/// The im2col path ([`super::im2col`]) on CPU in f32/f64 unless
-/// `REINIT_CONV=candle` asks for candle's own conv2d (for comparisons).
-fn use_im2col(x: &Tensor, w: &Tensor) -> bool {
-    static STOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let stock = *STOCK.get_or_init(|| std::env::var("REINIT_CONV").is_ok_and(|v| v == "candle"));
-    !stock && im2col_applies(x, w)
+/// Which 2-D convolution kernel runs on CPU in f32/f64: by default the
+/// direct depthwise kernel ([`super::depthwise`]) where every group reads one
+/// channel and im2col ([`super::im2col`]) otherwise; `REINIT_CONV=im2col`
+/// sends depthwise convs through im2col too and `REINIT_CONV=candle` uses
+/// candle's own conv2d (both for comparisons).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ConvKernels {
+    Default,
+    Im2colOnly,
+    Candle,
 }
 
-/// A 2-D convolution with per-axis pads, strides and dilations: im2col +
-/// matmul on CPU ([`super::im2col`]), elsewhere candle's conv2d (which takes
-/// one padding, stride and dilation for both axes).
+fn conv_kernels() -> ConvKernels {
+    static CHOICE: std::sync::OnceLock<ConvKernels> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("REINIT_CONV").as_deref() {
+        Ok("candle") => ConvKernels::Candle,
+        Ok("im2col") => ConvKernels::Im2colOnly,
+        _ => ConvKernels::Default,
+    })
+}
+
+/// A 2-D convolution with per-axis pads, strides and dilations: the
+/// depthwise kernel or im2col + matmul on CPU (see [`ConvKernels`]),
+/// elsewhere candle's conv2d (which takes one padding, stride and dilation
+/// for both axes).
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -126,17 +141,19 @@ pub fn conv2d(
     dilations: [usize; 2],
     groups: usize,
 ) -> Result<Tensor, OpError> {
-    if use_im2col(x, w) {
-        return Ok(conv2d_im2col(
-            x,
-            w,
-            Conv2dGeometry {
-                pads,
-                strides,
-                dilations,
-                groups,
-            },
-        )?);
+    let kernels = conv_kernels();
+    if kernels != ConvKernels::Candle && im2col_applies(x, w) {
+        let geometry = Conv2dGeometry {
+            pads,
+            strides,
+            dilations,
+            groups,
+        };
+        let (c, o, cg) = (x.dim(1)?, w.dim(0)?, w.dim(1)?);
+        if kernels == ConvKernels::Default && is_depthwise(c, o, cg, groups) {
+            return Ok(conv2d_depthwise(x, w, geometry)?);
+        }
+        return Ok(conv2d_im2col(x, w, geometry)?);
     }
     let (kh, kw) = (w.dim(2)?, w.dim(3)?);
     // An axis with a 1-wide kernel ignores its dilation.

@@ -94,7 +94,13 @@ impl Dims {
 
 /// Output positions `ow` in `[lo, hi)` read an input column inside `[0, w)`:
 /// `0 ≤ ow·s + off − pad < w`.
-fn valid_range(out: usize, w: usize, s: usize, off: usize, pad: usize) -> (usize, usize) {
+pub(super) fn valid_range(
+    out: usize,
+    w: usize,
+    s: usize,
+    off: usize,
+    pad: usize,
+) -> (usize, usize) {
     // ow·s ≥ pad − off
     let lo = if pad > off {
         (pad - off).div_ceil(s)

@@ -26,6 +26,7 @@ mod attention;
 pub mod contrib;
 mod conv;
 mod deconv;
+mod depthwise;
 mod einsum;
 mod elementwise;
 mod host;

@@ -110,6 +110,16 @@ pub(super) fn cases() -> Vec<Case> {
         case("Conv", vec![f(&[1, 4, 6, 6]), f(&[4, 1, 5, 5])])
             .attr(ai("group", 4))
             .attr(aints("pads", &[2, 2, 2, 2])),
+        // depthwise kernel: MobileNet's stride-2 block, and a depth multiplier
+        // of 2 with asymmetric pads and unequal strides
+        case("Conv", vec![f(&[2, 4, 7, 7]), f(&[4, 1, 3, 3]), f(&[4])])
+            .attr(ai("group", 4))
+            .attr(aints("strides", &[2, 2]))
+            .attr(aints("pads", &[1, 1, 1, 1])),
+        case("Conv", vec![f(&[1, 3, 8, 7]), f(&[6, 1, 3, 3])])
+            .attr(ai("group", 3))
+            .attr(aints("strides", &[2, 3]))
+            .attr(aints("pads", &[1, 0, 0, 2])),
         case("Conv", vec![f(&[2, 3, 11]), f(&[4, 3, 3]), f(&[4])])
             .attr(aints("strides", &[2]))
             .attr(aints("dilations", &[2]))
