@@ -272,7 +272,9 @@ pub struct FirstStepProbes {
 
 /// [`train_on`]; with `probe_first_step` (and a graph that runs whole
 /// batches) the first step's forward also records every layer's output for
-/// the signal probe and its gradients give the gradient norms.
+/// the signal probe and its gradients give the gradient norms. In a graph
+/// with Dropout that first step runs with Dropout off (and no BN running
+/// statistics update), as a separate probe pass would.
 pub fn train_on_probed(
     exec: &Executor,
     task: &Task,
@@ -287,6 +289,7 @@ pub fn train_on_probed(
         Vec::new()
     };
     let mut first_probes = None;
+    let has_dropout = probe_first_step && exec.has_dropout();
     exec.seed(config.seed);
     let vars = exec.trainable_vars();
     let masks = match &config.mask {
@@ -331,7 +334,16 @@ pub fn train_on_probed(
         let probing = probe_first_step && step == 0;
         let mut probe_time = 0.0;
         let (out, signal) = if probing {
-            let run = exec.forward_probed(&b.inputs, Mode::Train, &layer_outputs)?;
+            // Probes see the network without its noise: with Dropout the
+            // probing step runs it off (Mode::Probe, which also leaves the
+            // BN running statistics alone for this one step), so a model
+            // with Dropout needs no probe pass of its own.
+            let mode = if has_dropout {
+                Mode::Probe
+            } else {
+                Mode::Train
+            };
+            let run = exec.forward_probed(&b.inputs, mode, &layer_outputs)?;
             let t = Instant::now();
             let signal = probes::signal_of(exec, &b, &run.probes)?;
             probe_time += t.elapsed().as_secs_f64();

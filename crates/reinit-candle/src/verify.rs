@@ -184,9 +184,10 @@ pub fn verify(
         let probe_start = std::time::Instant::now();
         let probe_n = config.probe_batch.min(batch).max(1);
         // Signal and gradient norms come from the first training step where
-        // that step is the probe pass (no dropout to tell them apart, whole
-        // batches); otherwise from a pass of their own, as before.
-        let from_first_step = !task.micro_batch && !exec.has_dropout() && cfg.steps > 0;
+        // that step can be the probe pass (whole batches; Dropout is off in
+        // that one step, see `train_on_probed`); otherwise from a pass of
+        // their own.
+        let from_first_step = !task.micro_batch && cfg.steps > 0;
         let separate = if from_first_step {
             None
         } else {

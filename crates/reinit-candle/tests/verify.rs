@@ -210,3 +210,52 @@ fn sequence_defaults_to_128_and_input_shape_sets_the_batch() {
     let err = verify(&[("stored".into(), model())], &config).unwrap_err();
     assert!(matches!(err, reinit_candle::ExecError::Usage(_)), "{err}");
 }
+
+/// `fixture` with a Dropout after the activation `activation` (opset 17: the
+/// ratio input left out, so the default 0.5).
+fn with_dropout_after(name: &str, activation: &str) -> Model {
+    use prost::Message;
+    use reinit_onnx::proto::NodeProto;
+    let mut proto = fixture(name).proto().clone();
+    let graph = proto.graph.as_mut().unwrap();
+    let at = graph
+        .node
+        .iter()
+        .position(|n| n.output.first().map(String::as_str) == Some(activation))
+        .expect("activation node");
+    let dropped = format!("{activation}_dropped");
+    for node in graph.node.iter_mut().skip(at + 1) {
+        for input in node.input.iter_mut().filter(|i| *i == activation) {
+            *input = dropped.clone();
+        }
+    }
+    graph.node.insert(
+        at + 1,
+        NodeProto {
+            op_type: Some("Dropout".into()),
+            input: vec![activation.into()],
+            output: vec![dropped],
+            ..Default::default()
+        },
+    );
+    Model::from_bytes(proto.encode_to_vec(), None).unwrap()
+}
+
+/// With Dropout the probes still come from the first training step, with
+/// Dropout off in that step: the signal and gradient-norm probes and the
+/// first loss equal those of the same network without the Dropout node, while
+/// the later (dropped) training steps differ.
+#[test]
+fn dropout_models_probe_on_the_first_step_with_dropout_off() {
+    let relu = "/net/net.1/Relu_output_0";
+    let run = |model: Model| {
+        let report = verify(&[("stored".into(), model)], &tiny_config(4, 8)).unwrap();
+        report.runs.into_iter().next().unwrap()
+    };
+    let plain = run(fixture("mlp_relu.onnx"));
+    let dropped = run(with_dropout_after("mlp_relu.onnx", relu));
+    assert_eq!(plain.signal, dropped.signal);
+    assert_eq!(plain.grad_norms, dropped.grad_norms);
+    assert_eq!(plain.loss[0], dropped.loss[0]);
+    assert_ne!(plain.loss[1..], dropped.loss[1..], "Dropout was not active");
+}
