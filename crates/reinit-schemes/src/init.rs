@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use crate::banded::HaarBands;
 use crate::eoi::layer_densities;
 use crate::error::SchemeError;
 use crate::layer::{LayerSpec, NormOptions, NormSpec};
@@ -39,6 +40,9 @@ pub enum WeightValues {
     /// straight in the tensor's *stored* order (no transpose; the law is the same, the value
     /// at a given weight position differs from `init_layer`'s for transposed layouts).
     Iid(IidFill),
+    /// A Haar (semi-)orthogonal matrix not yet computed: produced band by band, in the
+    /// stored order of either layout ([`HaarBands::for_each_stored`]), never whole.
+    Orthogonal(HaarBands),
 }
 
 impl WeightValues {
@@ -47,6 +51,7 @@ impl WeightValues {
             WeightValues::Dense(v) => v.len(),
             WeightValues::Zeros(n) => *n,
             WeightValues::Iid(f) => f.len(),
+            WeightValues::Orthogonal(h) => h.len(),
         }
     }
 
@@ -60,6 +65,7 @@ impl WeightValues {
             WeightValues::Dense(v) => v,
             WeightValues::Zeros(n) => vec![0.0; n],
             WeightValues::Iid(f) => f.to_vec(),
+            WeightValues::Orthogonal(h) => h.to_vec(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! `groups·n_out` or `None` (leave as is).
 
 mod activation;
+mod banded;
 mod builtin;
 mod critical;
 mod eoi;
@@ -32,6 +33,7 @@ mod values;
 mod variance;
 
 pub use activation::{Activation, PRELU_INIT_SLOPE};
+pub use banded::{HaarBands, OrthogonalityCheck};
 pub use critical::{
     CriticalPoint, critical_point, fixed_point_of, length_map, mu, phi_square_mean,
 };

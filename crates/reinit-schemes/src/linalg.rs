@@ -1,15 +1,14 @@
 //! Haar (semi-)orthogonal matrices from faer's Householder QR (stream v1, and square-ish
-//! shapes) or from CholeskyQR (stream v2, shapes at least 2:1), and numeric checks.
+//! shapes) or from banded CholeskyQR (stream v2, shapes at least 2:1: `banded.rs`), and
+//! numeric checks.
 
 use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::cholesky::llt::factor as llt;
 use faer::linalg::householder;
-use faer::linalg::matmul::matmul;
 use faer::linalg::qr::no_pivoting::factor as qr;
-use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
-use faer::{Accum, Conj, Mat, MatMut, Par};
+use faer::{Conj, Mat, Par};
 
-use crate::rng::{Stream, StreamVersion};
+use crate::banded::{self, HaarBands};
+use crate::rng::Stream;
 
 /// Below this many elements of the Gaussian matrix the QR runs sequentially; above, on the
 /// current rayon pool with a fixed task count.
@@ -27,85 +26,25 @@ const QR_TASKS: usize = 2;
 /// `r ≤ c` (a square shape takes `Qᵀ`, Haar as well, because it is a contiguous copy). Rows are orthonormal when `r ≤ c` (`M Mᵀ = gain²·I`), columns when `r > c`.
 /// Computed in f64. An empty shape gives an empty buffer.
 ///
-/// Stream v2 takes a faster route when `a ≥ 2b` ([`cholesky_qr`]): the same Q in exact
-/// arithmetic, a quarter of the flops and one a×b matrix in memory instead of two.
+/// Stream v2 takes a faster route when `a ≥ 2b` ([`HaarBands`]: CholeskyQR in bands): the
+/// same Q in exact arithmetic, a quarter of the flops, and the weight never held in f64
+/// where it is streamed.
 pub fn haar_orthogonal(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f64> {
-    let (a, b) = (r.max(c), r.min(c));
-    if b == 0 {
+    if r.min(c) == 0 {
         return vec![0.0; r * c];
     }
-    if rng.version() != StreamVersion::V1 && a >= CHOLESKY_QR_RATIO * b {
-        let mut g = vec![0.0; a * b];
-        rng.fill_normal(&mut g, 1.0);
-        if cholesky_qr(&mut g, r, c, gain) {
-            return g;
-        }
-        // Not reached for Gaussian matrices of this aspect (κ ≤ 6); should it ever be,
-        // Householder QR decides, on the stream's next fill (still deterministic).
+    // Should CholeskyQR ever fail (not reached for Gaussian matrices of this aspect,
+    // κ ≤ 6), Householder QR decides, on the stream's next fill (still deterministic).
+    if banded::applies(r, c, rng.version())
+        && let Some(bands) = HaarBands::new(r, c, gain, rng)
+    {
+        return bands.to_vec();
     }
     householder_haar(r, c, gain, rng)
 }
 
-/// Tall enough for [`cholesky_qr`]: a Gaussian `a × b` with `a ≥ 2b` has condition
-/// number ≈ (1 + √½)/(1 − √½) ≈ 5.8 at worst, so CholeskyQR's orthogonality error
-/// (≈ κ²·ε) stays ~1e-14.
-const CHOLESKY_QR_RATIO: usize = 2;
-
-/// `G ← G·R⁻¹·gain` in place, where `GᵀG = RᵀR` (Cholesky, R upper with a positive
-/// diagonal): the Q of the thin QR with `diag(R) > 0`, i.e. exactly the sign-corrected Q of
-/// [`householder_haar`], so Haar. `g` holds G in the output's layout: row-major a×b when
-/// `r > c` (M = Q), column-major a×b (row-major b×a) when `r ≤ c` (M = Qᵀ). False if the Gram
-/// matrix is not numerically positive definite (`g` is then spent).
-fn cholesky_qr(g: &mut [f64], r: usize, c: usize, gain: f64) -> bool {
-    let (a, b) = (r.max(c), r.min(c));
-    let par = if a * b >= PAR_THRESHOLD {
-        Par::rayon(QR_TASKS)
-    } else {
-        Par::Seq
-    };
-    let mut gm = if r > c {
-        MatMut::from_row_major_slice_mut(g, a, b)
-    } else {
-        MatMut::from_column_major_slice_mut(g, a, b)
-    };
-    let mut gram = Mat::<f64>::zeros(b, b);
-    matmul(
-        gram.as_mut(),
-        Accum::Replace,
-        gm.as_ref().transpose(),
-        gm.as_ref(),
-        1.0,
-        par,
-    );
-    {
-        let mut mem = MemBuffer::new(llt::cholesky_in_place_scratch::<f64>(
-            b,
-            par,
-            Default::default(),
-        ));
-        // GᵀG = L·Lᵀ, L lower (R = Lᵀ)
-        if llt::cholesky_in_place(
-            gram.as_mut(),
-            Default::default(),
-            par,
-            MemStack::new(&mut mem),
-            Default::default(),
-        )
-        .is_err()
-        {
-            return false;
-        }
-    }
-    // Q = G·L⁻ᵀ  ⇔  L·Qᵀ = Gᵀ, solved in place on the transposed view
-    solve_lower_triangular_in_place(gram.as_ref(), gm.as_mut().transpose_mut(), par);
-    if gain != 1.0 {
-        g.iter_mut().for_each(|x| *x *= gain);
-    }
-    true
-}
-
 /// [`haar_orthogonal`] by Householder QR (faer), G drawn column by column.
-fn householder_haar(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f64> {
+pub(crate) fn householder_haar(r: usize, c: usize, gain: f64, rng: &mut Stream) -> Vec<f64> {
     let (a, b) = (r.max(c), r.min(c));
     let mut g = vec![0.0; a * b];
     rng.fill_normal(&mut g, 1.0);
@@ -257,6 +196,18 @@ pub enum CastFormat {
     Bf16,
 }
 
+impl CastFormat {
+    /// `x` rounded to this format (round to nearest, ties to even), back in f64.
+    pub fn round(self, x: f64) -> f64 {
+        match self {
+            CastFormat::F64 => x,
+            CastFormat::F32 => x as f32 as f64,
+            CastFormat::F16 => half::f16::from_f64(x).to_f64(),
+            CastFormat::Bf16 => half::bf16::from_f64(x).to_f64(),
+        }
+    }
+}
+
 /// Orthogonality error ([`orthogonality_error`]) of `weight / gain` after the weight is cast
 /// to `format` with round-to-nearest-even, as the caller will store it.
 pub fn orthogonality_error_after_cast(
@@ -266,21 +217,14 @@ pub fn orthogonality_error_after_cast(
     gain: f64,
     format: CastFormat,
 ) -> f64 {
-    let cast = |x: f64| {
-        let y = match format {
-            CastFormat::F64 => x,
-            CastFormat::F32 => x as f32 as f64,
-            CastFormat::F16 => half::f16::from_f64(x).to_f64(),
-            CastFormat::Bf16 => half::bf16::from_f64(x).to_f64(),
-        };
-        y / gain
-    };
+    let cast = |x: f64| format.round(x) / gain;
     orthogonality_error_of(weight, rows, cols, cast)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::StreamVersion;
 
     #[test]
     fn haar_is_orthogonal_for_many_shapes() {

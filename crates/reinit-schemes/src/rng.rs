@@ -279,6 +279,64 @@ impl IidFill {
             .for_each(|(k, buf)| self.draw_chunk(first + k, buf));
     }
 
+    /// Writes values `start .. start + out.len()` of the fill into `out`, any `start`, on
+    /// this thread: equal to the same range of [`IidFill::to_vec`]. Stream v2's normal and
+    /// uniform laws start drawing at the 32-value group that holds `start`; otherwise the
+    /// chunk's values before `start` are drawn and dropped.
+    pub fn fill_range(&self, start: usize, out: &mut [f64]) {
+        assert!(
+            start + out.len() <= self.len,
+            "fill range {start}+{} outside 0..{}",
+            out.len(),
+            self.len
+        );
+        let addressable =
+            self.version == StreamVersion::V2 && !matches!(self.law, Law::TruncatedNormal { .. });
+        let group = philox::GROUP_VALUES;
+        let (mut pos, mut done) = (start, 0);
+        while done < out.len() {
+            let (k, offset) = (pos / FILL_CHUNK, pos % FILL_CHUNK);
+            let n = (FILL_CHUNK - offset).min(out.len() - done);
+            let dst = &mut out[done..done + n];
+            if addressable {
+                let key = philox::PhiloxKey::from_digest(&self.key);
+                let (skip, lead) = (offset / group, offset % group);
+                let mut body = 0;
+                if lead > 0 {
+                    let mut head = [0.0; philox::GROUP_VALUES];
+                    let h = (group - lead).min(n);
+                    philox::draw_chunk_from(
+                        key,
+                        self.fill,
+                        self.law,
+                        k as u64,
+                        skip,
+                        &mut head[..lead + h],
+                    );
+                    dst[..h].copy_from_slice(&head[lead..lead + h]);
+                    body = h;
+                }
+                if body < n {
+                    let first = skip + usize::from(lead > 0);
+                    philox::draw_chunk_from(
+                        key,
+                        self.fill,
+                        self.law,
+                        k as u64,
+                        first,
+                        &mut dst[body..],
+                    );
+                }
+            } else {
+                let mut prefix = vec![0.0; offset + n];
+                self.draw_chunk(k, &mut prefix);
+                dst.copy_from_slice(&prefix[offset..]);
+            }
+            pos += n;
+            done += n;
+        }
+    }
+
     /// The whole fill.
     pub fn to_vec(&self) -> Vec<f64> {
         let mut out = vec![0.0; self.len];

@@ -4,6 +4,7 @@
 //! pre-init (Mishkin & Matas 2016).
 
 use crate::activation::Activation;
+use crate::banded::{self, HaarBands};
 use crate::critical::{critical_point, fixed_point_of};
 use crate::eoi::sparse_orthogonal;
 use crate::error::SchemeError;
@@ -41,10 +42,23 @@ pub(crate) fn orthogonal(
     notes: &mut Vec<String>,
 ) -> (WeightValues, Option<Vec<f64>>) {
     let gain = resolve_gain(p.gain, spec, notes);
-    (
-        dense(orthogonal_flat(spec, gain, rng)),
-        bias(p.bias, spec, rng),
-    )
+    let cols = spec.n_in * spec.taps();
+    // One group on stream v2 at 2:1 or more: left to be produced band by band (the same
+    // values as `orthogonal_flat`, which takes this route whole).
+    let weight = if spec.groups == 1 && banded::applies(spec.n_out, cols, rng.version()) {
+        match HaarBands::new(spec.n_out, cols, gain, rng) {
+            Some(bands) => WeightValues::Orthogonal(bands),
+            None => dense(householder_after_failed_cholesky(spec, gain, rng)),
+        }
+    } else {
+        dense(orthogonal_flat(spec, gain, rng))
+    };
+    (weight, bias(p.bias, spec, rng))
+}
+
+/// What [`haar_orthogonal`] returns once its CholeskyQR failed (a single group).
+fn householder_after_failed_cholesky(spec: &LayerSpec, gain: f64, rng: &mut Stream) -> Vec<f64> {
+    crate::linalg::householder_haar(spec.n_out, spec.n_in * spec.taps(), gain, rng)
 }
 
 pub(crate) fn delta_orthogonal(

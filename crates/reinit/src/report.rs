@@ -64,7 +64,7 @@ pub(crate) struct StatsAcc {
     nonzero: usize,
 }
 
-const STATS_BLOCK: usize = 1 << 16;
+pub(crate) const STATS_BLOCK: usize = 1 << 16;
 
 impl StatsAcc {
     pub(crate) fn push(&mut self, values: &[f64]) {

@@ -12,9 +12,9 @@
 
 use rayon::prelude::*;
 use reinit_onnx::{DType, ValueSink};
-use reinit_schemes::{IidFill, WeightValues};
+use reinit_schemes::{CastFormat, HaarBands, IidFill, OrthogonalityCheck, WeightValues};
 
-use crate::report::{Stats, StatsAcc};
+use crate::report::{STATS_BLOCK, Stats, StatsAcc};
 
 /// Chunks per batch: 16 × 65,536 values (4 MiB encoded as f32).
 const BATCH_CHUNKS: usize = 16;
@@ -64,6 +64,24 @@ impl Emit for Bytes {
     }
 }
 
+/// Collects the values (before rounding to the tensor's dtype): a payload encoded
+/// afterwards. Takes values only.
+#[derive(Default)]
+pub(crate) struct Values(pub Vec<f64>);
+
+impl Emit for Values {
+    fn values(&mut self, values: &[f64]) -> Result<(), reinit_onnx::Error> {
+        self.0.extend_from_slice(values);
+        Ok(())
+    }
+    fn encoded(&mut self, _: &[u8]) -> Result<(), reinit_onnx::Error> {
+        Err(self.error("encoded bytes given where values were expected".into()))
+    }
+    fn error(&self, reason: String) -> reinit_onnx::Error {
+        Discard.error(reason)
+    }
+}
+
 /// Drops everything; for statistics only.
 pub(crate) struct Discard;
 
@@ -82,9 +100,110 @@ impl Emit for Discard {
     }
 }
 
-/// Whether `values` can be streamed: an i.i.d. fill or zeros.
+/// Whether `values` can be streamed in any layout: an i.i.d. fill or zeros.
 pub(crate) fn streamable(values: &WeightValues) -> bool {
-    !matches!(values, WeightValues::Dense(_))
+    matches!(values, WeightValues::Iid(_) | WeightValues::Zeros(_))
+}
+
+/// How a banded orthogonal weight ([`WeightValues::Orthogonal`]) is stored, when it can
+/// be written band by band: `Some(false)` in canonical layout, `Some(true)` as the plain
+/// transpose (`MatMul(X, W)`); `None` for any other layout (made whole).
+pub(crate) fn orthogonal_layout(layer: &reinit_graph::Layer) -> Option<bool> {
+    if layer.stored_is_canonical() {
+        Some(false)
+    } else {
+        layer.stored_as_transpose().map(|_| true)
+    }
+}
+
+/// The format `dtype` rounds values to, for the orthogonality check after the cast.
+pub(crate) fn cast_format(dtype: DType) -> CastFormat {
+    match dtype {
+        DType::F16 => CastFormat::F16,
+        DType::BF16 => CastFormat::Bf16,
+        DType::F64 => CastFormat::F64,
+        _ => CastFormat::F32,
+    }
+}
+
+/// Statistics taken in blocks of [`STATS_BLOCK`] values counted from the first, whatever
+/// the pieces pushed (so they equal [`Stats::of`] on the whole).
+#[derive(Default)]
+struct BlockedStats {
+    acc: StatsAcc,
+    carry: Vec<f64>,
+}
+
+impl BlockedStats {
+    fn push(&mut self, values: &[f64]) {
+        let mut values = values;
+        if !self.carry.is_empty() {
+            let take = (STATS_BLOCK - self.carry.len()).min(values.len());
+            self.carry.extend_from_slice(&values[..take]);
+            values = &values[take..];
+            if self.carry.len() < STATS_BLOCK {
+                return;
+            }
+            self.acc.push(&self.carry);
+            self.carry.clear();
+        }
+        let whole = values.len() / STATS_BLOCK * STATS_BLOCK;
+        self.acc.push(&values[..whole]);
+        self.carry.extend_from_slice(&values[whole..]);
+    }
+
+    fn finish(mut self) -> Stats {
+        self.acc.push(&self.carry);
+        self.acc.finish()
+    }
+}
+
+/// Past this many flops (`numel · min(rows, cols)`) a weight's orthogonality goes
+/// unchecked: the check would cost as much as the QR (as for whole weights, `record.rs`).
+const CHECK_FLOPS: usize = 1 << 31;
+/// Short-major weights are checked only when their cast values fit in this many values
+/// (the check needs every row at once, and the point of banding is not to hold them).
+const CHECK_HELD: usize = 1 << 21;
+
+/// Writes a banded orthogonal weight in its stored order (`transposed`: row-major `Mᵀ`),
+/// band by band, and returns the statistics of its values and, where it is affordable,
+/// its orthogonality error after the cast to `dtype` (`max |MMᵀ − I|` or `|MᵀM − I|` of
+/// `M / gain`, the smaller Gram matrix).
+pub(crate) fn write_orthogonal(
+    bands: &HaarBands,
+    transposed: bool,
+    dtype: DType,
+    out: &mut dyn Emit,
+) -> Result<(Stats, Option<f64>), reinit_onnx::Error> {
+    let short = bands.rows().min(bands.cols());
+    let long_major = bands.long_major(transposed);
+    let affordable = bands.len().saturating_mul(short) <= CHECK_FLOPS;
+    let (format, gain) = (cast_format(dtype), bands.gain());
+    let unit = move |x: f64| format.round(x) / gain;
+    let mut check = (affordable && long_major).then(|| OrthogonalityCheck::new(short));
+    let mut held = (affordable && !long_major && bands.len() <= CHECK_HELD).then(Vec::new);
+    let mut stats = BlockedStats::default();
+    bands.for_each_stored(transposed, |piece| {
+        stats.push(piece);
+        if let Some(check) = &mut check {
+            check.add_rows(piece, unit);
+        }
+        if let Some(held) = &mut held {
+            held.extend(piece.iter().map(|&x| unit(x)));
+        }
+        out.values(piece)
+    })?;
+    let error = match (check, held) {
+        (Some(check), _) => Some(check.finish()),
+        // row-major Aᵀ: `short` rows of `len / short` values
+        (_, Some(held)) => Some(reinit_schemes::orthogonality_error(
+            &held,
+            short,
+            bands.len() / short.max(1),
+        )),
+        _ => None,
+    };
+    Ok((stats.finish(), error))
 }
 
 /// Writes `values` (an i.i.d. fill or zeros), in order, into `out` and
@@ -167,6 +286,9 @@ fn draw(values: &WeightValues, k: usize, buf: &mut [f64]) {
         WeightValues::Dense(v) => {
             let start = k * IidFill::CHUNK;
             buf.copy_from_slice(&v[start..start + buf.len()])
+        }
+        WeightValues::Orthogonal(_) => {
+            unreachable!("banded orthogonal weights are written by write_orthogonal")
         }
     }
 }

@@ -217,15 +217,18 @@ fn normals32(first: u32, c1: u32, c2: u32, k: PhiloxKey) -> [[f32; LANES]; 4] {
     z
 }
 
-/// Chunk `k` of fill number `fill`: counter `(block, k, fill, tag)`, blocks from 0.
+/// Chunk `k` of fill number `fill`: counter `(block, k, fill, tag)`, blocks from 0; `buf`
+/// starts at value `skip · GROUP` of the chunk (`skip` is 0 for the truncated normal, whose
+/// rejection makes a value's position depend on every value before it).
 #[inline(always)]
-fn draw_chunk_lanes(key: PhiloxKey, fill: u32, law: Law, k: u32, buf: &mut [f64]) {
+fn draw_chunk_lanes(key: PhiloxKey, fill: u32, law: Law, k: u32, skip: usize, buf: &mut [f64]) {
+    debug_assert!(skip == 0 || !matches!(law, Law::TruncatedNormal { .. }));
     match law {
         Law::Normal { std } => {
             let whole = buf.len() / GROUP;
             let mut groups = buf.chunks_exact_mut(GROUP);
             for (g, out) in groups.by_ref().enumerate() {
-                let z = normals32((g * LANES) as u32, k, fill, key);
+                let z = normals32(((skip + g) * LANES) as u32, k, fill, key);
                 for (o, z) in out.chunks_exact_mut(LANES).zip(&z) {
                     for (o, &v) in o.iter_mut().zip(z) {
                         *o = v as f64 * std;
@@ -234,7 +237,7 @@ fn draw_chunk_lanes(key: PhiloxKey, fill: u32, law: Law, k: u32, buf: &mut [f64]
             }
             let rest = groups.into_remainder();
             if !rest.is_empty() {
-                let z = normals32((whole * LANES) as u32, k, fill, key);
+                let z = normals32(((skip + whole) * LANES) as u32, k, fill, key);
                 for (o, &v) in rest.iter_mut().zip(z.as_flattened()) {
                     *o = v as f64 * std;
                 }
@@ -243,7 +246,7 @@ fn draw_chunk_lanes(key: PhiloxKey, fill: u32, law: Law, k: u32, buf: &mut [f64]
         Law::Uniform { lo, hi } => {
             const TWO_POW_M32: f64 = 1.0 / 4_294_967_296.0;
             for (g, out) in buf.chunks_mut(GROUP).enumerate() {
-                let w = blocks8((g * LANES) as u32, k, fill, key);
+                let w = blocks8(((skip + g) * LANES) as u32, k, fill, key);
                 for (o, &x) in out.iter_mut().zip(w.as_flattened()) {
                     // `x as f64`, through the signed conversion vectors have
                     // (exact: every value involved is an integer below 2^53)
@@ -270,20 +273,45 @@ fn draw_chunk_lanes(key: PhiloxKey, fill: u32, law: Law, k: u32, buf: &mut [f64]
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn draw_chunk_avx2(key: PhiloxKey, fill: u32, law: Law, k: u32, buf: &mut [f64]) {
-    draw_chunk_lanes(key, fill, law, k, buf)
+unsafe fn draw_chunk_avx2(
+    key: PhiloxKey,
+    fill: u32,
+    law: Law,
+    k: u32,
+    skip: usize,
+    buf: &mut [f64],
+) {
+    draw_chunk_lanes(key, fill, law, k, skip, buf)
 }
 
 /// Without wider registers than the baseline target's; the same values (no
 /// fused multiply-add is ever formed, and every other operation is exact IEEE).
+#[cfg(test)]
 pub(super) fn draw_chunk_portable(key: PhiloxKey, fill: u32, law: Law, k: u32, buf: &mut [f64]) {
-    draw_chunk_lanes(key, fill, law, k, buf)
+    draw_chunk_lanes(key, fill, law, k, 0, buf)
 }
 
 /// Chunk `k` of fill number `fill` (its first `buf.len()` values), with AVX2 where the
 /// CPU has it.
 pub(super) fn draw_chunk(key: PhiloxKey, fill: u64, law: Law, k: u64, buf: &mut [f64]) {
-    debug_assert!(buf.len() <= FILL_CHUNK);
+    draw_chunk_from(key, fill, law, k, 0, buf)
+}
+
+/// Values per independently addressable group of a chunk (8 Philox blocks).
+pub(super) const GROUP_VALUES: usize = GROUP;
+
+/// Values `skip·GROUP_VALUES ..` of chunk `k` (as many as `buf` holds): what
+/// [`draw_chunk`] writes there, without drawing what comes before (not for the truncated
+/// normal).
+pub(super) fn draw_chunk_from(
+    key: PhiloxKey,
+    fill: u64,
+    law: Law,
+    k: u64,
+    skip: usize,
+    buf: &mut [f64],
+) {
+    debug_assert!(skip * GROUP + buf.len() <= FILL_CHUNK);
     let (fill, k) = (
         u32::try_from(fill).expect("fewer than 2^32 fills of one stream"),
         u32::try_from(k).expect("fewer than 2^32 chunks in one fill"),
@@ -291,9 +319,9 @@ pub(super) fn draw_chunk(key: PhiloxKey, fill: u64, law: Law, k: u64, buf: &mut 
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { draw_chunk_avx2(key, fill, law, k, buf) };
+        return unsafe { draw_chunk_avx2(key, fill, law, k, skip, buf) };
     }
-    draw_chunk_portable(key, fill, law, k, buf)
+    draw_chunk_lanes(key, fill, law, k, skip, buf)
 }
 
 /// The sequential stream: blocks `0, 1, 2, …` of counter `(b mod 2³², b / 2³², 0, tag)`,

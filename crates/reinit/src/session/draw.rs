@@ -131,9 +131,9 @@ fn refine(init: &mut LazyLayerInit, r: &Refinement, w: &PlannedWeight) -> Result
     match &mut init.weight {
         WeightValues::Dense(values) => values.iter_mut().for_each(|v| *v *= r.scale),
         WeightValues::Zeros(_) => {}
-        WeightValues::Iid(_) => {
+        WeightValues::Iid(_) | WeightValues::Orthogonal(_) => {
             return Err(Error::Internal(format!(
-                "weight '{}': a refinement for an i.i.d. draw (LSUV weights are dense)",
+                "weight '{}': a refinement for a lazy draw (LSUV weights are dense)",
                 w.name
             )));
         }
@@ -159,6 +159,8 @@ pub(super) fn draw_encoded(
     };
     let bias = drawn.init.bias.take();
     let scheme = drawn.scheme;
+    let banded = matches!(drawn.init.weight, WeightValues::Orthogonal(_))
+        && streamed::orthogonal_layout(&plan.analysis.layers[w.layer]).is_some();
     let (mut realized, payload) = if model.holds_le_bytes(w.tensor) {
         let prepared = prepare(model, plan, w, drawn);
         let mut realized = None;
@@ -170,6 +172,15 @@ pub(super) fn draw_encoded(
             Error::Internal(format!("weight '{}': the fill wrote nothing", w.name))
         })?;
         (realized, payload)
+    } else if banded {
+        // Values in the order the streamed writer makes them (so they equal it bit for
+        // bit), then encoded.
+        let prepared = prepare(model, plan, w, drawn);
+        let mut values = streamed::Values::default();
+        let realized =
+            write_prepared(model, plan, w, prepared, &mut values).map_err(Error::Save)?;
+        let payload = model.encode(w.tensor, &values.0).map_err(Error::Save)?;
+        (realized, payload)
     } else {
         let mut r = realize(model, plan, w, drawn, true);
         let payload = model.encode(r.tensor, &r.stored).map_err(Error::Save)?;
@@ -180,10 +191,17 @@ pub(super) fn draw_encoded(
     Ok(Some((realized, payload)))
 }
 
-/// An i.i.d. draw stays lazy; a structured one is made whole (on whichever
-/// thread calls this).
+/// An i.i.d. draw stays lazy, and so does a banded orthogonal one stored in
+/// canonical or transposed layout; other structured ones are made whole (on
+/// whichever thread calls this).
 pub(super) fn prepare(model: &Model, plan: &Plan, w: &PlannedWeight, mut drawn: Drawn) -> Prepared {
-    if streamed::streamable(&drawn.init.weight) {
+    let lazy = match &drawn.init.weight {
+        WeightValues::Orthogonal(_) => {
+            streamed::orthogonal_layout(&plan.analysis.layers[w.layer]).is_some()
+        }
+        values => streamed::streamable(values),
+    };
+    if lazy {
         return Prepared::Lazy(drawn);
     }
     let bias = drawn.init.bias.take();
@@ -210,10 +228,20 @@ pub(super) fn write_prepared(
 ) -> Result<Realized, reinit_onnx::Error> {
     let dtype = model.tensor(w.tensor).dtype;
     Ok(match prepared {
-        Prepared::Lazy(drawn) => {
-            let after = streamed::stream(&drawn.init.weight, dtype, out)?;
-            record::streamed(model, plan, w, drawn, after)
-        }
+        Prepared::Lazy(drawn) => match &drawn.init.weight {
+            WeightValues::Orthogonal(bands) => {
+                let layer = &plan.analysis.layers[w.layer];
+                let transposed = streamed::orthogonal_layout(layer) == Some(true);
+                let (after, error) = streamed::write_orthogonal(bands, transposed, dtype, out)?;
+                let mut realized = record::streamed(model, plan, w, drawn, after);
+                realized.report.orthogonality_error = error;
+                realized
+            }
+            values => {
+                let after = streamed::stream(values, dtype, out)?;
+                record::streamed(model, plan, w, drawn, after)
+            }
+        },
         Prepared::Whole { mut realized, .. } => {
             match plan.analysis.layers[w.layer].stored_as_transpose() {
                 Some((n_out, n_in)) => {

@@ -1,0 +1,130 @@
+//! Structured schemes on external data within issue 8's memory bound (issue 19): peak RSS
+//! ≤ largest tensor + 64 MiB. `orthogonal` on two 64 MiB float32 MatMul weights of 2¹⁶ × 2⁸
+//! — one tall and one wide, so both band orders run (rows of `A` for the wide weight
+//! stored transposed, rows of `Aᵀ` for the tall one) — is written band by band; built
+//! whole in f64 it needed 2 × 128 MiB at once. The written weights are read back and
+//! their orthogonality checked on the stored float32 values.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// `max |D − g²·I| / g²` over the Gram matrix `D` of the columns `picked` of the
+/// row-major `rows × cols` matrix (`g²` the mean of its diagonal), in f64.
+fn column_orthogonality(m: &[f32], rows: usize, cols: usize, picked: &[usize]) -> f64 {
+    let n = picked.len();
+    let mut d = vec![0.0f64; n * n];
+    for row in m.chunks_exact(cols).take(rows) {
+        for (p, &i) in picked.iter().enumerate() {
+            let x = row[i] as f64;
+            for (q, &j) in picked.iter().enumerate().take(p + 1) {
+                d[p * n + q] += x * row[j] as f64;
+            }
+        }
+    }
+    let g2 = (0..n).map(|p| d[p * n + p]).sum::<f64>() / n as f64;
+    let mut err: f64 = 0.0;
+    for p in 0..n {
+        for q in 0..=p {
+            let target = if p == q { g2 } else { 0.0 };
+            err = err.max((d[p * n + q] - target).abs() / g2);
+        }
+    }
+    err
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn orthogonal_on_external_data_stays_within_the_memory_bound() {
+    let (short, long) = (256u64, 65536u64);
+    let tmp = tempfile::tempdir().unwrap();
+    // W0: stored 256 × 65536 (canonical 65536 × 256, tall); W1: stored 65536 × 256
+    // (canonical 256 × 65536, wide)
+    let input = mlp(
+        &tmp.path().join("in"),
+        "tall.onnx",
+        &[short, long, short],
+        true,
+    );
+    let out = tmp.path().join("out.onnx");
+    let tensor = short * long * 4;
+    let mut child = Command::new(bin())
+        .args([
+            input.to_str().unwrap(),
+            "--scheme",
+            "orthogonal",
+            "--seed",
+            "3",
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(k) = vm_hwm_kib(pid) {
+            peak = peak.max(k);
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    let bound = tensor + (64 << 20);
+    eprintln!(
+        "orthogonal, 2 × {} MiB external: peak RSS {:.0} MiB, bound {} MiB",
+        tensor >> 20,
+        peak as f64 / 1024.0,
+        bound >> 20
+    );
+    assert!(
+        peak * 1024 <= bound,
+        "peak RSS {:.0} MiB > largest tensor + 64 MiB = {} MiB",
+        peak as f64 / 1024.0,
+        bound >> 20
+    );
+
+    let data = std::fs::read(tmp.path().join("out.onnx.data")).unwrap();
+    assert_eq!(data.len() as u64, 2 * tensor);
+    let values: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let (w0, w1) = values.split_at((short * long) as usize);
+    let (short, long) = (short as usize, long as usize);
+    // 40 of the 256 orthonormal vectors of each: the columns of the stored W1 (Mᵀ of a
+    // wide M), and the columns of W0's canonical M (the stored W0 transposed back).
+    let picked: Vec<usize> = (0..40).map(|k| (k * 97 + 5) % short).collect();
+    let e1 = column_orthogonality(w1, long, short, &picked);
+    let mut w0t = vec![0f32; w0.len()];
+    for (i, row) in w0.chunks_exact(long).enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            w0t[j * short + i] = x;
+        }
+    }
+    let e0 = column_orthogonality(&w0t, long, short, &picked);
+    assert!(
+        e0 <= 1e-6 && e1 <= 1e-6,
+        "orthogonality errors {e0:e} (W0), {e1:e} (W1)"
+    );
+}
