@@ -51,14 +51,30 @@ struct SparseCol {
 /// and the non-zero count is updated incrementally and exactly (a value that cancels to 0
 /// leaves the support). The arithmetic per entry is the dense formula, in f64.
 pub fn sparse_orthogonal(n_out: usize, n_in: usize, d: f64, rng: &mut Stream) -> SparseOrthogonal {
+    let (entries, rotations, nnz, reachable) = sparse_orthogonal_entries(n_out, n_in, d, rng);
+    let mut weight = vec![0.0; n_out * n_in];
+    for (k, v) in entries {
+        weight[k] = v;
+    }
+    SparseOrthogonal {
+        weight,
+        rotations,
+        nnz,
+        reachable,
+    }
+}
+
+/// [`sparse_orthogonal`]'s non-zero entries — `(o·n_in + i, value)`, by index — with its
+/// rotation count, non-zero count and reachability, without the dense matrix.
+pub(crate) fn sparse_orthogonal_entries(
+    n_out: usize,
+    n_in: usize,
+    d: f64,
+    rng: &mut Stream,
+) -> (Vec<(usize, f64)>, usize, usize, bool) {
     let (r, c) = (n_out.min(n_in), n_out.max(n_in));
     if r == 0 {
-        return SparseOrthogonal {
-            weight: vec![0.0; n_out * n_in],
-            rotations: 0,
-            nnz: 0,
-            reachable: true,
-        };
+        return (Vec::new(), 0, 0, true);
     }
     let mut cols: Vec<SparseCol> = (0..c)
         .map(|k| {
@@ -146,25 +162,22 @@ pub fn sparse_orthogonal(n_out: usize, n_in: usize, d: f64, rng: &mut Stream) ->
             nnz = prev_nnz;
         }
     }
-    let mut weight = vec![0.0; n_out * n_in];
+    let mut entries = Vec::with_capacity(nnz);
     for (col, sc) in cols.iter().enumerate() {
         for (&row, &v) in sc.rows.iter().zip(&sc.vals) {
             let row = row as usize;
             if n_out <= n_in {
                 // W = A (r = n_out rows, c = n_in columns)
-                weight[row * c + col] = v;
+                entries.push((row * c + col, v));
             } else {
                 // W = Aᵀ (c = n_out rows, r = n_in columns)
-                weight[col * r + row] = v;
+                entries.push((col * r + row, v));
             }
         }
     }
-    SparseOrthogonal {
-        weight,
-        rotations,
-        nnz,
-        reachable,
-    }
+    drop(cols);
+    entries.sort_unstable_by_key(|e| e.0);
+    (entries, rotations, nnz, reachable)
 }
 
 /// Distribution of one row's support size after `k` rotations (Markov chain of §5.1:

@@ -14,6 +14,7 @@
 //!   it is not offered (issue 15: it could never fire from ONNX).
 //! * `loose_std`: `N(0, s²)` noise on every entry. Biases 0.
 
+use crate::init::{SparseWeight, WeightValues};
 use crate::layer::{LayerKind, LayerSpec};
 use crate::params::{BranchLast, ClassifierRule, IdConvRule, IdIndexRule, IdInitParams};
 use crate::rng::Stream;
@@ -34,8 +35,16 @@ pub(crate) fn idinit(
     spec: &LayerSpec,
     rng: &mut Stream,
     notes: &mut Vec<String>,
-) -> (Vec<f64>, Option<Vec<f64>>) {
-    let mut w = vec![0.0; spec.numel()];
+) -> (WeightValues, Option<Vec<f64>>) {
+    // the identity-like pattern, sparse: (canonical index, value)
+    let mut entries: Vec<(usize, f64)> = Vec::new();
+    let sparse = |mut entries: Vec<(usize, f64)>| {
+        entries.sort_unstable_by_key(|e| e.0);
+        WeightValues::Sparse(SparseWeight {
+            len: spec.numel(),
+            entries,
+        })
+    };
     let bias = spec.has_bias.then(|| vec![0.0; spec.bias_len()]);
     let (n_out, n_in, taps) = (spec.n_out, spec.n_in, spec.taps());
     let value = if spec.residual.is_some_and(|r| r.position.is_last()) {
@@ -59,7 +68,7 @@ pub(crate) fn idinit(
         Some(p.tau)
     };
     if n_out == 0 || n_in == 0 || taps == 0 {
-        return (w, bias);
+        return (sparse(entries), bias);
     }
     let conv = spec.kind != LayerKind::Linear && taps > 1;
     let rule = if conv {
@@ -81,7 +90,7 @@ pub(crate) fn idinit(
                     for o in 0..n_out {
                         for col in 0..cols {
                             if on_pattern(o, col, n_out, cols, p.index_rule) {
-                                w[spec.index(g, o, 0, 0) + col] = v;
+                                entries.push((spec.index(g, o, 0, 0) + col, v));
                             }
                         }
                     }
@@ -90,7 +99,7 @@ pub(crate) fn idinit(
                     for o in 0..n_out {
                         for i in 0..n_in {
                             if on_pattern(o, i, n_out, n_in, p.index_rule) {
-                                w[spec.index(g, o, i, tap)] = v;
+                                entries.push((spec.index(g, o, i, tap), v));
                             }
                         }
                     }
@@ -99,6 +108,7 @@ pub(crate) fn idinit(
         }
     }
     if p.loose_std > 0.0 {
+        let mut w = sparse(entries).into_vec();
         let mut noise = vec![0.0; w.len()];
         rng.fill_normal(&mut noise, p.loose_std);
         for (x, n) in w.iter_mut().zip(&noise) {
@@ -108,6 +118,7 @@ pub(crate) fn idinit(
             "idinit: loose variant, N(0, {}^2) added [UNCONFIRMED value]",
             p.loose_std
         ));
+        return (WeightValues::Dense(w), bias);
     }
-    (w, bias)
+    (sparse(entries), bias)
 }

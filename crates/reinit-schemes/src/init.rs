@@ -43,6 +43,27 @@ pub enum WeightValues {
     /// A Haar (semi-)orthogonal matrix not yet computed: produced band by band, in the
     /// stored order of either layout ([`HaarBands::for_each_stored`]), never whole.
     Orthogonal(HaarBands),
+    /// Zeros but for a few entries (EOI, IDInit): canonical layout, as the other variants.
+    Sparse(SparseWeight),
+}
+
+/// A weight that is zero but for `entries` — `(canonical index, value)`, by index, each
+/// index once: what EOI and IDInit make, held at ~16 bytes a non-zero instead of 8 a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseWeight {
+    pub len: usize,
+    pub entries: Vec<(usize, f64)>,
+}
+
+impl SparseWeight {
+    /// The dense values.
+    pub fn to_vec(&self) -> Vec<f64> {
+        let mut w = vec![0.0; self.len];
+        for &(k, v) in &self.entries {
+            w[k] = v;
+        }
+        w
+    }
 }
 
 impl WeightValues {
@@ -52,6 +73,7 @@ impl WeightValues {
             WeightValues::Zeros(n) => *n,
             WeightValues::Iid(f) => f.len(),
             WeightValues::Orthogonal(h) => h.len(),
+            WeightValues::Sparse(s) => s.len,
         }
     }
 
@@ -66,6 +88,7 @@ impl WeightValues {
             WeightValues::Zeros(n) => vec![0.0; n],
             WeightValues::Iid(f) => f.to_vec(),
             WeightValues::Orthogonal(h) => h.to_vec(),
+            WeightValues::Sparse(s) => s.to_vec(),
         }
     }
 }

@@ -43,8 +43,8 @@ pub use eoi::{
 };
 pub use error::SchemeError;
 pub use init::{
-    LayerInit, LazyLayerInit, NormInit, WeightValues, init_layer, init_layer_lazy, init_many,
-    init_norm, lsuv_rescale,
+    LayerInit, LazyLayerInit, NormInit, SparseWeight, WeightValues, init_layer, init_layer_lazy,
+    init_many, init_norm, lsuv_rescale,
 };
 pub use layer::{
     BranchPosition, ChainPosition, LayerKind, LayerSpec, NormOptions, NormSpec, ResidualRole,

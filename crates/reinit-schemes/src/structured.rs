@@ -6,9 +6,9 @@
 use crate::activation::Activation;
 use crate::banded::{self, HaarBands};
 use crate::critical::{critical_point, fixed_point_of};
-use crate::eoi::sparse_orthogonal;
+use crate::eoi::sparse_orthogonal_entries;
 use crate::error::SchemeError;
-use crate::init::{WeightValues, dense};
+use crate::init::{SparseWeight, WeightValues, dense};
 use crate::layer::{LayerKind, LayerSpec};
 use crate::linalg::haar_orthogonal;
 use crate::params::{
@@ -261,9 +261,10 @@ pub(crate) fn critical(
 }
 
 /// Weight, bias and mask of one EOI layer.
-type EoiLayer = (Vec<f64>, Option<Vec<f64>>, Option<Vec<bool>>);
+type EoiLayer = (WeightValues, Option<Vec<f64>>, Option<Vec<bool>>);
 
-/// EOI for one layer at density `d` (§5.1, §5.3, §5.4).
+/// EOI for one layer at density `d` (§5.1, §5.3, §5.4): a sparse weight (never a dense
+/// f64 matrix; the mask, when asked for, is one byte a value).
 pub(crate) fn eoi_layer(
     p: &EoiParams,
     d: f64,
@@ -287,32 +288,44 @@ pub(crate) fn eoi_layer(
         0
     };
     let sigma_w = p.sigma_w.get();
-    let mut w = vec![0.0; spec.numel()];
+    let mut entries = Vec::new();
     let mut unreachable = false;
     for g in 0..spec.groups {
-        let h = sparse_orthogonal(spec.n_out, spec.n_in, dc, rng);
-        unreachable |= !h.reachable;
-        for o in 0..spec.n_out {
-            for i in 0..spec.n_in {
-                w[spec.index(g, o, i, tap)] = sigma_w * h.weight[o * spec.n_in + i];
-            }
-        }
+        let (h, _, _, reachable) = sparse_orthogonal_entries(spec.n_out, spec.n_in, dc, rng);
+        unreachable |= !reachable;
+        entries.extend(h.into_iter().map(|(k, v)| {
+            let (o, i) = (k / spec.n_in, k % spec.n_in);
+            (spec.index(g, o, i, tap), sigma_w * v)
+        }));
     }
+    entries.sort_unstable_by_key(|e| e.0);
     if unreachable {
         notes.push(format!(
             "eoi: density {dc:.4} is at or below 1/max(n_out, n_in) = 1/{}: identity returned",
             spec.n_out.max(spec.n_in)
         ));
     }
+    let support = || {
+        let mut m = vec![false; spec.numel()];
+        for &(k, v) in &entries {
+            // (σ_w·v can underflow to zero)
+            m[k] = v != 0.0;
+        }
+        m
+    };
     let mask = match p.mask {
         MaskMode::None => None,
-        MaskMode::Support => Some(w.iter().map(|&x| x != 0.0).collect()),
+        MaskMode::Support => Some(support()),
         MaskMode::Trainable => Some(if conv {
-            trainable_conv_mask(&w, d, &mut rng.substream("eoi-mask"))
+            trainable_conv_mask(support(), d, &mut rng.substream("eoi-mask"))
         } else {
-            w.iter().map(|&x| x != 0.0).collect()
+            support()
         }),
     };
+    let w = WeightValues::Sparse(SparseWeight {
+        len: spec.numel(),
+        entries,
+    });
     Ok((w, b, mask))
 }
 
@@ -322,8 +335,8 @@ pub(crate) fn eoi_layer(
 /// entries (the reference loops `while nonzeros < d·numel`); `d = 1` frees every entry.
 /// The added positions start at zero and train. Drawn from its own stream, so the weights
 /// do not depend on the mask mode.
-fn trainable_conv_mask(w: &[f64], d: f64, rng: &mut Stream) -> Vec<bool> {
-    let mut m: Vec<bool> = w.iter().map(|&x| x != 0.0).collect();
+fn trainable_conv_mask(support: Vec<bool>, d: f64, rng: &mut Stream) -> Vec<bool> {
+    let mut m = support;
     // 1e-9 keeps d·numel that is an integer up to rounding from gaining an entry
     let want = ((d * m.len() as f64) - 1e-9).ceil().max(0.0) as usize;
     let mut zeros: Vec<usize> = (0..m.len()).filter(|&k| !m[k]).collect();

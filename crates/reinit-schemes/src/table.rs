@@ -164,12 +164,9 @@ impl Scheme {
             }
             Scheme::Eoi(p) => {
                 let d = layer_densities(std::slice::from_ref(spec), p)[0];
-                let (w, b, m) = structured::eoi_layer(p, d, spec, rng, notes)?;
-                (WeightValues::Dense(w), b, m)
+                structured::eoi_layer(p, d, spec, rng, notes)?
             }
-            Scheme::IdInit(p) => {
-                plain(init::with_dense(crate::idinit::idinit(p, spec, rng, notes)))
-            }
+            Scheme::IdInit(p) => plain(crate::idinit::idinit(p, spec, rng, notes)),
             Scheme::ReluShare(p) => plain(init::with_dense(crate::relu_share::relu_share(
                 p, spec, rng, notes,
             )?)),

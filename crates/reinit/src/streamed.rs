@@ -4,15 +4,19 @@
 //! its values are drawn in the tensor's stored order, whatever the layout (a
 //! `MatMul(X, W)` weight needs no transpose): a batch of RNG chunks at a
 //! time, chunks in parallel, encoded in parallel, the next batch drawn while
-//! this one is written. Memory: two encoded batches. The structured schemes
-//! (orthogonal, EOI, IDInit, …) are built whole in canonical layout; a
-//! `MatMul(X, W)` one is written as encoded transposed bands
-//! ([`write_transposed`]), the others converted by the graph's layout (see
-//! `session::draw`).
+//! this one is written. Memory: two encoded batches. Banded orthogonal weights
+//! ([`write_orthogonal`]) and sparse ones (EOI, IDInit: [`write_sparse`]) are
+//! produced piece by piece in stored order too, in canonical or plainly
+//! transposed layout. The other structured schemes are built whole in
+//! canonical layout; a `MatMul(X, W)` one is written as encoded transposed
+//! bands ([`write_transposed`]), the others converted by the graph's layout
+//! (see `session::draw`).
 
 use rayon::prelude::*;
 use reinit_onnx::{DType, ValueSink};
-use reinit_schemes::{CastFormat, HaarBands, IidFill, OrthogonalityCheck, WeightValues};
+use reinit_schemes::{
+    CastFormat, HaarBands, IidFill, OrthogonalityCheck, SparseWeight, WeightValues,
+};
 
 use crate::report::{STATS_BLOCK, Stats, StatsAcc};
 
@@ -105,10 +109,11 @@ pub(crate) fn streamable(values: &WeightValues) -> bool {
     matches!(values, WeightValues::Iid(_) | WeightValues::Zeros(_))
 }
 
-/// How a banded orthogonal weight ([`WeightValues::Orthogonal`]) is stored, when it can
-/// be written band by band: `Some(false)` in canonical layout, `Some(true)` as the plain
-/// transpose (`MatMul(X, W)`); `None` for any other layout (made whole).
-pub(crate) fn orthogonal_layout(layer: &reinit_graph::Layer) -> Option<bool> {
+/// How a banded orthogonal or sparse weight ([`WeightValues::Orthogonal`],
+/// [`WeightValues::Sparse`]) is stored, when it can be written piece by piece:
+/// `Some(false)` in canonical layout, `Some(true)` as the plain transpose
+/// (`MatMul(X, W)`); `None` for any other layout (made whole).
+pub(crate) fn plain_layout(layer: &reinit_graph::Layer) -> Option<bool> {
     if layer.stored_is_canonical() {
         Some(false)
     } else {
@@ -156,6 +161,47 @@ impl BlockedStats {
         self.acc.push(&self.carry);
         self.acc.finish()
     }
+}
+
+/// Writes a sparse weight (EOI, IDInit) in its stored order — canonical, or the plain
+/// transpose of the canonical `(n_out, n_in)` — a batch of zeros with its entries at a
+/// time, and returns the statistics of its values. Holds the entries (re-sorted for a
+/// transpose) and one batch.
+pub(crate) fn write_sparse(
+    sparse: &SparseWeight,
+    transpose_of: Option<(usize, usize)>,
+    out: &mut dyn Emit,
+) -> Result<Stats, reinit_onnx::Error> {
+    let transposed;
+    let entries = match transpose_of {
+        None => &sparse.entries,
+        Some((n_out, n_in)) => {
+            let mut e: Vec<(usize, f64)> = sparse
+                .entries
+                .iter()
+                .map(|&(k, v)| ((k % n_in) * n_out + k / n_in, v))
+                .collect();
+            e.sort_unstable_by_key(|e| e.0);
+            transposed = e;
+            &transposed
+        }
+    };
+    let len = sparse.len;
+    let mut stats = BlockedStats::default();
+    let mut buf = vec![0.0; BATCH.min(len)];
+    let mut next = 0;
+    for start in (0..len).step_by(BATCH) {
+        let piece = &mut buf[..BATCH.min(len - start)];
+        piece.fill(0.0);
+        let end = start + piece.len();
+        while let Some(&(k, v)) = entries.get(next).filter(|e| e.0 < end) {
+            piece[k - start] = v;
+            next += 1;
+        }
+        stats.push(piece);
+        out.values(piece)?;
+    }
+    Ok(stats.finish())
 }
 
 /// Past this many flops (`numel · min(rows, cols)`) a weight's orthogonality goes
@@ -287,8 +333,8 @@ fn draw(values: &WeightValues, k: usize, buf: &mut [f64]) {
             let start = k * IidFill::CHUNK;
             buf.copy_from_slice(&v[start..start + buf.len()])
         }
-        WeightValues::Orthogonal(_) => {
-            unreachable!("banded orthogonal weights are written by write_orthogonal")
+        WeightValues::Orthogonal(_) | WeightValues::Sparse(_) => {
+            unreachable!("banded orthogonal and sparse weights have writers of their own")
         }
     }
 }

@@ -131,7 +131,7 @@ fn refine(init: &mut LazyLayerInit, r: &Refinement, w: &PlannedWeight) -> Result
     match &mut init.weight {
         WeightValues::Dense(values) => values.iter_mut().for_each(|v| *v *= r.scale),
         WeightValues::Zeros(_) => {}
-        WeightValues::Iid(_) | WeightValues::Orthogonal(_) => {
+        WeightValues::Iid(_) | WeightValues::Orthogonal(_) | WeightValues::Sparse(_) => {
             return Err(Error::Internal(format!(
                 "weight '{}': a refinement for a lazy draw (LSUV weights are dense)",
                 w.name
@@ -160,7 +160,7 @@ pub(super) fn draw_encoded(
     let bias = drawn.init.bias.take();
     let scheme = drawn.scheme;
     let banded = matches!(drawn.init.weight, WeightValues::Orthogonal(_))
-        && streamed::orthogonal_layout(&plan.analysis.layers[w.layer]).is_some();
+        && streamed::plain_layout(&plan.analysis.layers[w.layer]).is_some();
     let (mut realized, payload) = if model.holds_le_bytes(w.tensor) {
         let prepared = prepare(model, plan, w, drawn);
         let mut realized = None;
@@ -196,8 +196,8 @@ pub(super) fn draw_encoded(
 /// whichever thread calls this).
 pub(super) fn prepare(model: &Model, plan: &Plan, w: &PlannedWeight, mut drawn: Drawn) -> Prepared {
     let lazy = match &drawn.init.weight {
-        WeightValues::Orthogonal(_) => {
-            streamed::orthogonal_layout(&plan.analysis.layers[w.layer]).is_some()
+        WeightValues::Orthogonal(_) | WeightValues::Sparse(_) => {
+            streamed::plain_layout(&plan.analysis.layers[w.layer]).is_some()
         }
         values => streamed::streamable(values),
     };
@@ -228,13 +228,25 @@ pub(super) fn write_prepared(
 ) -> Result<Realized, reinit_onnx::Error> {
     let dtype = model.tensor(w.tensor).dtype;
     Ok(match prepared {
-        Prepared::Lazy(drawn) => match &drawn.init.weight {
+        Prepared::Lazy(mut drawn) => match &drawn.init.weight {
             WeightValues::Orthogonal(bands) => {
                 let layer = &plan.analysis.layers[w.layer];
-                let transposed = streamed::orthogonal_layout(layer) == Some(true);
+                let transposed = streamed::plain_layout(layer) == Some(true);
                 let (after, error) = streamed::write_orthogonal(bands, transposed, dtype, out)?;
                 let mut realized = record::streamed(model, plan, w, drawn, after);
                 realized.report.orthogonality_error = error;
+                realized
+            }
+            WeightValues::Sparse(sparse) => {
+                let layer = &plan.analysis.layers[w.layer];
+                let after = streamed::write_sparse(sparse, layer.stored_as_transpose(), out)?;
+                let mask = drawn.init.mask.take();
+                let mut realized = record::streamed(model, plan, w, drawn, after);
+                realized.mask = mask.map(|mask| Mask {
+                    name: w.name.clone(),
+                    shape: model.tensor(w.tensor).dims.clone(),
+                    values: layer.mask_to_stored(mask),
+                });
                 realized
             }
             values => {
