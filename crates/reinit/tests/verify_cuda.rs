@@ -6,6 +6,7 @@
 //! Runs only where it can: a binary built with `--features cuda` and a CUDA
 //! device. Otherwise it prints why it skipped (the CLI's own error) and passes;
 //! CI has neither, and `.ci/cuda-check` only compiles the feature.
+#![cfg(feature = "verify")]
 
 mod common;
 

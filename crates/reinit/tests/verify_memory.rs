@@ -5,6 +5,7 @@
 //! The fixture (`fixtures/verify/mobilenet_224.onnx`, made by
 //! `fixtures/make_verify_fixtures.py`) is MobileNetV2-shaped with narrow
 //! channels: ImageNet-sized activations, a 200 KB file.
+#![cfg(feature = "verify")]
 
 mod common;
 

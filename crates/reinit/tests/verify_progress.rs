@@ -1,6 +1,7 @@
 //! `verify`'s progress: the library reports every run and step to a hook; the
 //! CLI draws a bar on a terminal (under `script`'s pseudo-terminal) and
 //! nothing when stderr is a pipe or with `--json`.
+#![cfg(feature = "verify")]
 
 mod common;
 
