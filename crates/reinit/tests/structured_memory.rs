@@ -8,20 +8,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 /// `max |D − g²·I| / g²` over the Gram matrix `D` of the columns `picked` of the
 /// row-major `rows × cols` matrix (`g²` the mean of its diagonal), in f64.
@@ -47,39 +36,19 @@ fn column_orthogonality(m: &[f32], rows: usize, cols: usize, picked: &[usize]) -
     err
 }
 
-/// Rewrites `input` with `scheme` into `out`, sampling the child's peak RSS (VmHWM);
-/// returns it in bytes.
+/// Rewrites `input` with `scheme` into `out`; returns the run's peak RSS in bytes.
 fn rewrite_peak(input: &std::path::Path, out: &std::path::Path, scheme: &[&str]) -> u64 {
-    let mut child = Command::new(bin())
-        .arg("--scheme")
-        .args(scheme)
-        .args([
-            input.to_str().unwrap(),
-            "--seed",
-            "3",
-            "-q",
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut peak = 0u64;
-    let status = loop {
-        if let Some(k) = vm_hwm_kib(pid) {
-            peak = peak.max(k);
-        }
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{scheme:?}: {err}");
-    peak * 1024
+    let mut args = vec!["--scheme"];
+    args.extend_from_slice(scheme);
+    args.extend([
+        input.to_str().unwrap(),
+        "--seed",
+        "3",
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    run_peak_rss(&args, Duration::from_millis(10))
 }
 
 fn stored_f32(path: &std::path::Path) -> Vec<f32> {

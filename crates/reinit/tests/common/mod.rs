@@ -121,6 +121,44 @@ pub fn verify_json(model: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("verify --json prints one JSON report")
 }
 
+/// The peak resident set (VmHWM, in KiB) of a running process; `None` once it
+/// is gone or off Linux.
+pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Runs the binary with `args` (stdout discarded), sampling its peak RSS every
+/// `every`; asserts exit 0 and returns the peak in bytes.
+pub fn run_peak_rss(args: &[&str], every: Duration) -> u64 {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reinit");
+    let pid = child.id();
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(k) = vm_hwm_kib(pid) {
+            peak = peak.max(k);
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        std::thread::sleep(every);
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "reinit {args:?}: {err}");
+    peak * 1024
+}
+
 /// Names in `dir` that look like reinit's temporary files.
 pub fn temp_leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
