@@ -363,13 +363,8 @@ pub fn conv2d_depthwise(x: &Tensor, w: &Tensor, geometry: Conv2dGeometry) -> Res
 mod tests {
     use super::*;
     use crate::ops::im2col::conv2d_im2col;
+    use crate::ops::im2col::tests::seq;
     use candle_core::{Device, Var};
-
-    fn seq(n: usize, scale: f64) -> Vec<f64> {
-        (0..n)
-            .map(|i| ((i * 37 % 101) as f64 - 50.0) * scale)
-            .collect()
-    }
 
     /// Against the im2col path (itself checked against candle's conv2d and
     /// by finite differences) in f64: forward and both gradients, with

@@ -478,11 +478,12 @@ pub fn conv2d_im2col(x: &Tensor, w: &Tensor, geometry: Conv2dGeometry) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn seq(n: usize, scale: f64) -> Vec<f64> {
+    /// Deterministic test values spread over [-50, 50]·scale, no two neighbours equal.
+    pub(crate) fn seq(n: usize, scale: f64) -> Vec<f64> {
         (0..n)
             .map(|i| ((i * 37 % 101) as f64 - 50.0) * scale)
             .collect()
