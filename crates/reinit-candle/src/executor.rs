@@ -118,13 +118,56 @@ fn is_view(op: Op) -> bool {
         )
 }
 
+/// Whether `op` works on feature maps (convolution, pooling, batch
+/// statistics, LRN): the ops behind a convolutional net's activations, whose
+/// training step needs more beside them than an attention or MLP graph's
+/// ([`crate::memory::Estimate`]).
+fn is_spatial(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Conv
+            | Op::ConvTranspose
+            | Op::FusedConv
+            | Op::BatchNormalization
+            | Op::MaxPool
+            | Op::AveragePool
+            | Op::GlobalAveragePool
+            | Op::GlobalMaxPool
+            | Op::LRN
+    )
+}
+
+/// The activation bytes of one pass ([`Executor::activation_profile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationProfile {
+    /// Every float value computed (views, shapes and weight transposes not counted).
+    pub bytes: u64,
+    /// The part of `bytes` from spatial ops (convolutions, pooling, BN, LRN).
+    pub spatial_bytes: u64,
+}
+
+#[derive(Default)]
+struct ActivationCount {
+    all: std::cell::Cell<u64>,
+    spatial: std::cell::Cell<u64>,
+}
+
+impl ActivationCount {
+    fn add(&self, bytes: u64, spatial: bool) {
+        self.all.set(self.all.get() + bytes);
+        if spatial {
+            self.spatial.set(self.spatial.get() + bytes);
+        }
+    }
+}
+
 /// How one graph run treats its environment.
 #[derive(Clone, Copy)]
 struct RunPlan<'a> {
     /// See `Executor::last_readers`; empty inside subgraphs.
     release: &'a [Vec<String>],
     /// Adds the bytes of every float node output computed.
-    count: Option<&'a std::cell::Cell<u64>>,
+    count: Option<&'a ActivationCount>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -333,6 +376,18 @@ impl Executor {
         found
     }
 
+    /// Whether one sample's output depends on the other samples of its batch
+    /// (a BatchNormalization node, which normalizes with batch statistics in
+    /// training and probing). Without one, a probe of one sample can run at
+    /// batch 1 and get exactly what it would read off a larger batch.
+    pub fn couples_samples(&self) -> bool {
+        let mut found = false;
+        visit_nodes(&self.graph, &mut |node| {
+            found |= op_of(node) == Some(Op::BatchNormalization);
+        });
+        found
+    }
+
     /// Reseeds the RNG used by Dropout.
     pub fn seed(&self, seed: u64) {
         *self.rng.borrow_mut() = ChaCha8Rng::seed_from_u64(seed);
@@ -378,9 +433,21 @@ impl Executor {
     /// (views and shapes not counted): what a training pass keeps alive for
     /// the backward, the basis of the memory estimate (`crate::memory`).
     pub fn activation_bytes(&self, inputs: &HashMap<String, Tensor>) -> Result<u64, ExecError> {
-        let count = std::cell::Cell::new(0);
+        Ok(self.activation_profile(inputs)?.bytes)
+    }
+
+    /// [`Executor::activation_bytes`], and how much of it the spatial ops
+    /// (convolutions, pooling, BatchNormalization, LRN) produce.
+    pub fn activation_profile(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+    ) -> Result<ActivationProfile, ExecError> {
+        let count = ActivationCount::default();
         self.forward_planned(inputs, Mode::Eval, &[], Some(&count), true)?;
-        Ok(count.get())
+        Ok(ActivationProfile {
+            bytes: count.all.get(),
+            spatial_bytes: count.spatial.get(),
+        })
     }
 
     fn forward_planned(
@@ -388,7 +455,7 @@ impl Executor {
         inputs: &HashMap<String, Tensor>,
         mode: Mode,
         probes: &[String],
-        count: Option<&std::cell::Cell<u64>>,
+        count: Option<&ActivationCount>,
         frozen: bool,
     ) -> Result<Outputs, ExecError> {
         let mut env: HashMap<String, Tensor> = self.constants.clone();
@@ -510,10 +577,23 @@ impl Executor {
                     }
                 }
             }
-            let counted = plan.count.filter(|_| !kind.is_some_and(is_view));
+            // A transposed weight is a view of the weight (ViT's and BERT's
+            // exporters transpose every projection matrix before its MatMul);
+            // a transposed activation is counted, as its reader copies it.
+            let weight_view = kind == Some(Op::Transpose)
+                && node
+                    .input
+                    .first()
+                    .is_some_and(|n| self.param_index.contains_key(n));
+            let counted = plan
+                .count
+                .filter(|_| !kind.is_some_and(is_view) && !weight_view);
             for (name, t) in node.output.iter().zip(outs) {
                 if let Some(c) = counted.filter(|_| t.dtype().is_float()) {
-                    c.set(c.get() + (t.elem_count() * t.dtype().size_in_bytes()) as u64);
+                    c.add(
+                        (t.elem_count() * t.dtype().size_in_bytes()) as u64,
+                        kind.is_some_and(is_spatial),
+                    );
                 }
                 if !name.is_empty() {
                     env.insert(name.clone(), t);
@@ -529,7 +609,7 @@ impl Executor {
         node: &NodeProto,
         env: &mut HashMap<String, Tensor>,
         mode: Mode,
-        count: Option<&std::cell::Cell<u64>>,
+        count: Option<&ActivationCount>,
     ) -> Result<(), ExecError> {
         let cond_name = node.input.first().cloned().unwrap_or_default();
         let cond = env

@@ -18,12 +18,24 @@ use candle_core::Tensor;
 use crate::error::ExecError;
 use crate::executor::Executor;
 
-/// Peak memory of a run over the activation bytes its batch computes: the
-/// forward's values kept for the backward, the gradients and candle's
-/// intermediates in flight, the probes' VJPs and what glibc keeps between
-/// them. Measured (peak − task data − weights) / (activations × batch) at
-/// batch 2: ResNet-50 2.6, the 224 MobileNet fixture 2.4, SqueezeNet 6.0.
+/// Peak memory of a convolutional net's run over the activation bytes its
+/// batch computes: the forward's values kept for the backward, the gradients
+/// and candle's intermediates in flight, the probes' VJPs and what glibc
+/// keeps between them. Measured (peak − task data − weights) / (activations
+/// × batch) at batch 2: ResNet-50 2.6, the 224 MobileNet fixture 2.4,
+/// SqueezeNet 6.0.
 pub const BACKWARD_FACTOR: f64 = 6.0;
+
+/// The same for a graph whose activations come from matrix products,
+/// attention and elementwise ops (transformers, MLPs): ViT-B/16 needs 2.0
+/// (README "`reinit verify` on real models"); 3 leaves room for the address
+/// space glibc's thread arenas reserve beyond the resident set.
+pub const DENSE_BACKWARD_FACTOR: f64 = 3.0;
+
+/// Below this share of spatial activation bytes (convolutions, pooling,
+/// BN, LRN) a graph counts as dense: ViT-B/16's patch embedding is 0.1 %,
+/// the CNNs' convolutions and pools alone are over a third.
+pub const SPATIAL_SHARE: f64 = 0.05;
 
 /// What the process may still allocate, and where that bound comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,6 +133,81 @@ pub fn peak_rss() -> Option<u64> {
     proc_status_kib("VmHWM").map(|k| k * 1024)
 }
 
+/// With `REINIT_DEBUG_MEMORY` set, one stderr line per call: where the run
+/// is (`phase`) and the process's resident set there (`VmRSS`, split into
+/// anonymous memory and mapped file pages), its peak so far (`VmHWM`) and
+/// its address space (`VmSize`, what `ulimit -v` bounds). For finding where
+/// a model's memory goes (README "`reinit verify` on real models"); silent
+/// otherwise.
+pub fn debug_phase(phase: &str) {
+    if std::env::var_os("REINIT_DEBUG_MEMORY").is_none() {
+        return;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let mib = |key: &str| field_kib(&status, key).map_or(0, |k| k / 1024);
+    eprintln!(
+        "memory: {phase}: rss {} MiB (anon {}, file {}), peak {} MiB, vmsize {} MiB{}",
+        mib("VmRSS"),
+        mib("RssAnon"),
+        mib("RssFile"),
+        mib("VmHWM"),
+        mib("VmSize"),
+        heap_in_use().map_or_else(String::new, |b| format!(", heap in use {} MiB", b >> 20)),
+    );
+}
+
+/// Bytes glibc's allocator has handed out and not had back (`mallinfo2`:
+/// arena blocks in use plus mmapped blocks); the rest of the anonymous
+/// resident set is what it keeps for reuse.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_in_use() -> Option<u64> {
+    #[repr(C)]
+    struct MallInfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+    unsafe extern "C" {
+        fn mallinfo2() -> MallInfo2;
+    }
+    // SAFETY: glibc ≥ 2.33 exports `mallinfo2`, which only reads the
+    // allocator's counters and returns them by value.
+    let info = unsafe { mallinfo2() };
+    Some((info.uordblks + info.hblkhd) as u64)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_in_use() -> Option<u64> {
+    None
+}
+
+/// Hands the allocator's free memory back to the kernel (glibc's
+/// `malloc_trim`; nothing elsewhere). Between phases whose tensors differ in
+/// size (the Jacobian's passes, then the training steps) glibc otherwise
+/// keeps the first phase's freed blocks, fragmented, under the second.
+pub fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim takes the arenas' locks itself and only
+        // returns free pages; any thread may call it at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// A size for people: `1.5 GiB`, `300 MiB`.
 pub fn human(bytes: u64) -> String {
     let b = bytes as f64;
@@ -139,6 +226,8 @@ pub fn human(bytes: u64) -> String {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
     pub activation_bytes_per_sample: u64,
+    /// The part of it spatial ops produce ([`SPATIAL_SHARE`]).
+    pub spatial_bytes_per_sample: u64,
     pub batch: usize,
     pub weight_bytes: u64,
 }
@@ -156,15 +245,30 @@ impl Estimate {
             .filter(|p| p.trainable)
             .map(|p| (p.var.elem_count() * p.var.dtype().size_in_bytes()) as u64)
             .sum();
+        let profile = exec.activation_profile(one_sample)?;
         Ok(Estimate {
-            activation_bytes_per_sample: exec.activation_bytes(one_sample)?,
+            activation_bytes_per_sample: profile.bytes,
+            spatial_bytes_per_sample: profile.spatial_bytes,
             batch,
             weight_bytes,
         })
     }
 
+    /// [`BACKWARD_FACTOR`] for a convolutional graph, [`DENSE_BACKWARD_FACTOR`]
+    /// where spatial ops make less than [`SPATIAL_SHARE`] of the activations.
+    pub fn backward_factor(&self) -> f64 {
+        let spatial =
+            self.spatial_bytes_per_sample as f64 / self.activation_bytes_per_sample.max(1) as f64;
+        if spatial < SPATIAL_SHARE {
+            DENSE_BACKWARD_FACTOR
+        } else {
+            BACKWARD_FACTOR
+        }
+    }
+
     pub fn step_bytes(&self) -> u64 {
-        (self.activation_bytes_per_sample as f64 * self.batch as f64 * BACKWARD_FACTOR) as u64
+        (self.activation_bytes_per_sample as f64 * self.batch as f64 * self.backward_factor())
+            as u64
     }
 
     pub fn total(&self) -> u64 {
@@ -174,7 +278,7 @@ impl Estimate {
     /// The largest batch whose estimate fits in `bytes`.
     pub fn batch_fitting(&self, bytes: u64) -> usize {
         let room = bytes.saturating_sub(3 * self.weight_bytes) as f64;
-        let per = self.activation_bytes_per_sample as f64 * BACKWARD_FACTOR;
+        let per = self.activation_bytes_per_sample as f64 * self.backward_factor();
         if per <= 0.0 {
             usize::MAX
         } else {
@@ -201,7 +305,7 @@ impl Estimate {
             human(need),
             human(self.activation_bytes_per_sample),
             self.batch,
-            BACKWARD_FACTOR,
+            self.backward_factor(),
             human(3 * self.weight_bytes),
             human(avail.bytes),
             avail.source,
@@ -245,6 +349,7 @@ mod tests {
     fn the_refusal_names_the_size_and_a_batch_that_fits() {
         let e = Estimate {
             activation_bytes_per_sample: 100 << 20,
+            spatial_bytes_per_sample: 50 << 20,
             batch: 64,
             weight_bytes: 10 << 20,
         };

@@ -214,7 +214,8 @@ pub const EXACT_MAX_OUTPUTS: usize = 64;
 pub const PROJECTIONS: usize = 8;
 
 /// Singular values of ∂y₀/∂x₀ (sample 0's output with respect to its input)
-/// at init, in [`Mode::Probe`] within a batch of `n`. `None` for integer
+/// at init, in [`Mode::Probe`] within a batch of `n` (of 1 where the samples
+/// are independent, [`Executor::couples_samples`]). `None` for integer
 /// (token) inputs.
 pub fn jacobian(
     exec: &Executor,
@@ -223,7 +224,15 @@ pub fn jacobian(
     seed: u64,
 ) -> Result<Option<JacobianStats>, ExecError> {
     let name = main_input(exec);
-    let n = if task.micro_batch { 1 } else { n };
+    // The statistics are of the first sample's Jacobian; where no op couples
+    // the samples (no BatchNormalization) the others only cost memory: a
+    // batch-2 ViT-B/16 forward kept for the projections' backward passes was
+    // the run's peak (README "`reinit verify` on real models").
+    let n = if task.micro_batch || !exec.couples_samples() {
+        1
+    } else {
+        n
+    };
     let b = probe_batch(exec, task, n)?;
     let x = &b.inputs[&name];
     if !x.dtype().is_float() {
@@ -234,6 +243,7 @@ pub fn jacobian(
     inputs.insert(name, var.as_tensor().clone());
     // weights frozen: each VJP backpropagates along the input path only
     let out = exec.forward_frozen(&inputs, Mode::Probe)?.first().clone();
+    crate::memory::debug_phase("jacobian: forward");
     let y0 = out.narrow(0, 0, 1)?.flatten_all()?;
     let d_out = y0.elem_count();
     let d_in = x.elem_count() / x.dim(0)?.max(1);
@@ -285,7 +295,11 @@ pub fn jacobian(
     let mut rng = Rng::new(seed ^ 0x6a61_636f);
     let k = PROJECTIONS;
     let cols: Vec<Vec<f64>> = (0..k)
-        .map(|_| vjp(&(0..d_out).map(|_| rng.normal()).collect::<Vec<_>>()))
+        .map(|i| {
+            let col = vjp(&(0..d_out).map(|_| rng.normal()).collect::<Vec<_>>());
+            crate::memory::debug_phase(&format!("jacobian: projection {i}"));
+            col
+        })
         .collect::<Result<_, _>>()?;
     let mut tr = 0.0;
     let mut fro = 0.0;

@@ -352,6 +352,7 @@ pub fn train_on_probed(
             (batch_output(exec, task, &b, Mode::Train)?, None)
         };
         let loss = loss_of(task, &out, &b.targets)?;
+        crate::memory::debug_phase(&format!("step {step}: forward"));
         let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         losses.push(value);
         let mut grads = if value.is_finite() || signal.is_some() {
@@ -359,6 +360,7 @@ pub fn train_on_probed(
         } else {
             break;
         };
+        crate::memory::debug_phase(&format!("step {step}: backward"));
         if let Some(signal) = signal {
             let t = Instant::now();
             let grad_norms = probes::norms_of(exec, &grads)?;
@@ -383,6 +385,7 @@ pub fn train_on_probed(
         for (v, m) in &masks {
             v.set(&(v.as_tensor() * m)?)?;
         }
+        crate::memory::debug_phase(&format!("step {step}: update"));
         step_times.push(step_start.elapsed().as_secs_f64() - probe_time);
         config.progress.emit(crate::Progress::Step {
             step: losses.len(),

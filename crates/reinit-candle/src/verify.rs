@@ -173,13 +173,16 @@ pub fn verify(
             steps: config.train.steps,
         });
         let exec = Executor::new(model, &config.train.device)?;
+        memory::debug_phase(&format!("{label}: executor built"));
         let cfg = &config.train;
         let task = Task::for_model(&exec, model, cfg.seed, cfg.size, Some(&cfg.task_options()))?;
+        memory::debug_phase(&format!("{label}: task data made"));
         inputs = task.inputs.clone();
         task_info = Some(task.info.clone());
         let batch = cfg.batch.clamp(1, task.train.len.max(1));
         let estimate =
             Estimate::measure(&exec, &task.train.rows(&[0], exec.device())?.inputs, batch)?;
+        memory::debug_phase(&format!("{label}: estimate measured"));
         estimate.check(memory::available())?;
         let probe_start = std::time::Instant::now();
         let probe_n = config.probe_batch.min(batch).max(1);
@@ -194,10 +197,14 @@ pub fn verify(
             Some(probes::signal_and_grad_norms(&exec, &task, probe_n)?)
         };
         let jacobian = probes::jacobian(&exec, &task, probe_n, cfg.seed)?;
+        memory::release_free_heap();
+        memory::debug_phase(&format!("{label}: probes done"));
         let mut probe_seconds = probe_start.elapsed().as_secs_f64();
         let mut train_cfg = cfg.clone();
         train_cfg.mask = config.masks.get(label).cloned();
         let (report, first) = train_on_probed(&exec, &task, &train_cfg, from_first_step)?;
+        memory::release_free_heap();
+        memory::debug_phase(&format!("{label}: trained and evaluated"));
         let (signal, grad_norms) = match (separate, first) {
             (Some(probed), _) => probed,
             (None, Some(first)) => {

@@ -371,7 +371,15 @@ impl Model {
         let entry = self.tensor(id);
         let p = &entry.proto;
         let values = match &entry.storage {
-            Storage::Raw => codec::decode_le(self.raw_bytes(id)?.unwrap_or_default(), entry.dtype),
+            Storage::Raw => {
+                let bytes = self.raw_bytes(id)?.unwrap_or_default();
+                let values = codec::decode_le(bytes, entry.dtype);
+                // copied out: the mapped pages need not stay resident (a
+                // trainer that reads every weight once would otherwise hold
+                // the whole file beside its own copy)
+                self.release_bytes(bytes);
+                values
+            }
             Storage::External(reference) => {
                 let values = codec::decode_le(self.raw_bytes(id)?.unwrap_or_default(), entry.dtype);
                 self.release_external(reference);

@@ -89,6 +89,7 @@ pub fn verify(
             masks.insert(scheme.clone(), mask);
         }
         variants.push((scheme.clone(), Model::load(&path).map_err(Error::Load)?));
+        reinit_candle::memory::debug_phase(&format!("{scheme} applied"));
     }
     let model_name = if config.model_name.is_empty() {
         model

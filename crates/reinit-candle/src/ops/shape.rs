@@ -124,7 +124,11 @@ fn transpose(args: &OpArgs) -> OpResult {
             .collect::<Result<_, _>>()?,
         None => (0..x.rank()).rev().collect(),
     };
-    one(x.permute(perm)?.contiguous()?)
+    // A view, not a copy: readers that need contiguous data copy it
+    // themselves (candle's matmul reads a transposed matrix through its
+    // strides), and a copied weight transpose would be kept for the backward
+    // as a second copy of the weight (311 MiB per pass in ViT-B/16).
+    one(x.permute(perm)?)
 }
 
 fn concat(args: &OpArgs) -> OpResult {

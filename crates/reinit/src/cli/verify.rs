@@ -24,6 +24,7 @@ pub fn run(args: VerifyArgs) -> Result<(), Error> {
     };
     let mut config = settings.config(args.seed)?;
     let model = Model::load(&args.model).map_err(Error::Load)?;
+    reinit_candle::memory::debug_phase("model loaded");
     let bar = progress_bar(&args);
     if let Some(bar) = &bar {
         config.train.progress = hook(bar);
