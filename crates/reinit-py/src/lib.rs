@@ -358,7 +358,9 @@ fn _verify(
         };
         let config = settings.config(seed)?;
         let model = src.load()?;
-        let run = reinit::verify(&model, &schemes, &params, seed, config)?;
+        // On a rayon worker, as the CLI runs it (see cli/verify.rs: a parallel
+        // loop started outside the pool costs a futex round trip).
+        let run = rayon::scope(|_| reinit::verify(&model, &schemes, &params, seed, config))?;
         if let Some(path) = &report {
             let label = match &src {
                 Source::Path(p) => p.display().to_string(),
