@@ -15,6 +15,8 @@ Variants (not in the default set; `--only NAME`):
   resnet18_nonorm  ResNet-18 exported in eval mode with constant folding: every
                    BatchNormalization folded into its conv, so no normalization
                    is left (the no-normalization acceptance of issue 14)
+  resnet34_nonorm  ResNet-34 the same way: 16 basic blocks against ResNet-18's 8
+                   (He's blow-up without normalization grows with the blocks)
   resnet18_dynamo  ResNet-18 by the dynamo exporter (torch.onnx.export(dynamo=True))
   bert_base_dynamo BERT-base by the dynamo exporter
   bert_base_ort    bert_base.onnx after onnxruntime.transformers' BERT optimizer
@@ -61,6 +63,7 @@ def build(name):
     ctor = {
         "squeezenet": lambda: tv.squeezenet1_0(weights=None),
         "resnet18": lambda: tv.resnet18(weights=None),
+        "resnet34": lambda: tv.resnet34(weights=None),
         "resnet50": lambda: tv.resnet50(weights=None),
         "mobilenet_v2": lambda: tv.mobilenet_v2(weights=None),
         "densenet121": lambda: tv.densenet121(weights=None),
@@ -73,7 +76,8 @@ def build(name):
 
 
 def example(name, batch=2):
-    shape, kind = MODELS[name]
+    # resnet34 is only exported as the resnet34_nonorm variant
+    shape, kind = MODELS.get(name, ((3, 224, 224), "float"))
     if kind == "tokens":
         return torch.randint(0, 30522, (batch, *shape))
     return torch.randn(batch, *shape)
@@ -81,6 +85,7 @@ def example(name, batch=2):
 
 VARIANTS = {
     "resnet18_nonorm": ("resnet18", "fold"),
+    "resnet34_nonorm": ("resnet34", "fold"),
     "resnet18_dynamo": ("resnet18", "dynamo"),
     "bert_base_dynamo": ("bert_base", "dynamo"),
     "bert_base_ort": ("bert_base", "ort"),
@@ -90,7 +95,7 @@ VARIANTS = {
 def export_variant(variant, out_dir):
     name, how = VARIANTS[variant]
     path = os.path.join(out_dir, f"{variant}.onnx")
-    input_name = "input_ids" if MODELS[name][1] == "tokens" else "input"
+    input_name = "input_ids" if MODELS.get(name, (None, ""))[1] == "tokens" else "input"
     if how == "fold":
         torch.onnx.export(
             build(name).eval(), (example(name),), path, dynamo=False, opset_version=17,

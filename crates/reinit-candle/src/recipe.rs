@@ -217,11 +217,7 @@ pub fn describe(optimizer: Optimizer, lr: f64, schedule: LrSchedule) -> String {
         Optimizer::Sgd { momentum } => format!("SGD (momentum {momentum})"),
         Optimizer::AdamW => "AdamW".to_string(),
     };
-    let schedule = match schedule {
-        LrSchedule::Constant => "constant",
-        LrSchedule::Cosine => "cosine",
-    };
-    format!("{opt}, lr {lr}, {schedule}")
+    format!("{opt}, lr {lr}, {}", schedule.name())
 }
 
 #[cfg(test)]

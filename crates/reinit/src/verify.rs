@@ -173,9 +173,10 @@ impl VerifySettings {
             None => train.schedule,
             Some("constant") => LrSchedule::Constant,
             Some("cosine") => LrSchedule::Cosine,
+            Some("warmup-cosine" | "warmup_cosine") => LrSchedule::WarmupCosine,
             Some(other) => {
                 return Err(Error::Usage(format!(
-                    "--lr-schedule {other}: expected constant or cosine"
+                    "--lr-schedule {other}: expected constant, cosine or warmup-cosine"
                 )));
             }
         };

@@ -135,7 +135,8 @@ pub struct VerifyArgs {
     /// without normalization layers, adamw otherwise (the report says which and why).
     #[arg(long)]
     pub optimizer: Option<String>,
-    /// Learning-rate schedule: constant | cosine (decay to 0 over the steps).
+    /// Learning-rate schedule: constant | cosine (decay to 0 over the steps) |
+    /// warmup-cosine (linear warm-up over the first 5 % of the steps, then cosine).
     /// Default: cosine for the SGD recipe, constant otherwise.
     #[arg(long, value_name = "NAME")]
     pub lr_schedule: Option<String>,
