@@ -50,11 +50,13 @@
 //! [`ExecError::TooLarge`] before they allocate ([`memory`]).
 //!
 //! Verdict rule ([`Verdict::judge_with_reason`]): `diverged` if a loss is
-//! NaN/inf or exceeds [`SPIKE_FACTOR`] × the initial loss (mean of the first
-//! twentieth of the steps); `trains` if the loss falls steadily (final = mean
-//! of the last tenth ≤ 0.9 × initial and ≤ 0.9 × the constant prediction's
-//! loss `task.constant_loss`, no quarter of the run averaging above the
-//! initial, no step above [`UNSTABLE_FACTOR`] × initial); otherwise `stalled`.
+//! NaN/inf or, after the first update, exceeds [`SPIKE_FACTOR`] × the loss at
+//! init (the lower of step 0's and the median of the first twentieth of the
+//! steps); `trains` if the loss falls steadily (final = mean of the last tenth
+//! ≤ 0.9 × initial = mean of the first twentieth, and ≤ 0.9 × the constant
+//! prediction's loss `task.constant_loss`, no quarter of the run averaging
+//! above the initial, no step above [`UNSTABLE_FACTOR`] × the loss at init);
+//! otherwise `stalled`.
 //! The fastest scheme is the one that first reaches the highest final loss
 //! among the runs that train ([`steps_to_reach`]).
 //!
