@@ -372,8 +372,8 @@ mod tests {
 
     #[test]
     fn a_broadcast_constant_keeps_no_gradient_of_the_broadcast_size() {
-        let x = Var::from_tensor(&Tensor::ones((64, 64), DType::F32, &Device::Cpu).unwrap())
-            .unwrap();
+        let x =
+            Var::from_tensor(&Tensor::ones((64, 64), DType::F32, &Device::Cpu).unwrap()).unwrap();
         let scale = Tensor::new(&[2f32], &Device::Cpu).unwrap(); // untracked
         let plain = x.as_tensor().broadcast_mul(&scale).unwrap();
         let grads = plain.sum_all().unwrap().backward().unwrap();
