@@ -208,6 +208,26 @@ pub fn release_free_heap() {
     }
 }
 
+/// Makes every thread allocate from glibc's main arena (`M_ARENA_MAX` = 1;
+/// nothing elsewhere). `verify` runs on a rayon worker, and a worker's own
+/// arena (64 MiB heaps) kept 376 MiB more of ViT-B/16 resident than the main
+/// arena did (3.88 against 3.50 GiB peak). Threads that have allocated before
+/// the call keep their arenas, so call it before the first parallel loop.
+pub fn one_heap_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_ARENA_MAX: i32 = -8;
+        // SAFETY: mallopt only sets an allocator parameter; glibc takes its
+        // own lock.
+        unsafe {
+            mallopt(M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// A size for people: `1.5 GiB`, `300 MiB`.
 pub fn human(bytes: u64) -> String {
     let b = bytes as f64;

@@ -358,9 +358,7 @@ fn _verify(
         };
         let config = settings.config(seed)?;
         let model = src.load()?;
-        // On a rayon worker, as the CLI runs it (see cli/verify.rs: a parallel
-        // loop started outside the pool costs a futex round trip).
-        let run = rayon::scope(|_| reinit::verify(&model, &schemes, &params, seed, config))?;
+        let run = reinit::verify(&model, &schemes, &params, seed, config)?;
         if let Some(path) = &report {
             let label = match &src {
                 Source::Path(p) => p.display().to_string(),

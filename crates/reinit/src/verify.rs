@@ -40,7 +40,29 @@ pub struct VerifySettings {
 
 /// Verifies `model` as stored (no `schemes`), or rewritten by each of
 /// `schemes` with `params` and `seed`. `config` sets training, probes and plots.
+///
+/// The run happens on a rayon worker: a parallel loop started from a thread
+/// outside the pool parks that thread on a lock and wakes it by futex when the
+/// loop ends, a round trip per loop, and on small nets (thousands of loops a
+/// second) those round trips were over half the CPU time
+/// (docs/candle-notes.md). All threads share glibc's main arena
+/// ([`reinit_candle::memory::one_heap_arena`]), as the calling thread alone
+/// used it before: a worker's own arena kept 376 MiB more of ViT-B/16 resident.
 pub fn verify(
+    model: &Model,
+    schemes: &[String],
+    params: &SchemeParams,
+    seed: u64,
+    config: VerifyConfig,
+) -> Result<VerifyReport, Error> {
+    if rayon::current_thread_index().is_some() {
+        return verify_here(model, schemes, params, seed, config);
+    }
+    reinit_candle::memory::one_heap_arena();
+    rayon::scope(|_| verify_here(model, schemes, params, seed, config))
+}
+
+fn verify_here(
     model: &Model,
     schemes: &[String],
     params: &SchemeParams,

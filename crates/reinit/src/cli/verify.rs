@@ -29,15 +29,8 @@ pub fn run(args: VerifyArgs) -> Result<(), Error> {
     if let Some(bar) = &bar {
         config.train.progress = hook(bar);
     }
-    // `verify` writes the plots itself when `plot_dir` is set. It runs on a
-    // rayon worker: a parallel loop started from a thread outside the pool
-    // parks that thread on a lock and wakes it by futex when the loop ends, a
-    // round trip per loop; on small nets (thousands of loops a second) those
-    // were over half the CPU time (docs/candle-notes.md). Only `verify`:
-    // allocations on a worker go to another glibc arena, which costs the
-    // streaming rewrite a few MiB of its memory bound.
-    let result =
-        rayon::scope(|_| reinit::verify(&model, &args.schemes, &args.params, args.seed, config));
+    // `verify` writes the plots itself when `plot_dir` is set.
+    let result = reinit::verify(&model, &args.schemes, &args.params, args.seed, config);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
