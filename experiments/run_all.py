@@ -6,6 +6,7 @@ docs/img/results/ and docs/results.md.
     python3 experiments/run_all.py --only puzzle   # one experiment (others keep their saved JSON)
     python3 experiments/run_all.py --from-json     # rewrite the page and plots from the saved JSON
     python3 experiments/run_all.py --scale smoke   # the CI-sized configurations
+    python3 experiments/run_all.py --only real_models  # opt-in: needs /tmp/verify-models
 
 Uses $REINIT_BIN, else target/release/reinit, else target/debug/reinit (build the release
 binary first: `cargo build --release -p reinit`; the debug one is ~5-10x slower).
@@ -35,6 +36,7 @@ EXPERIMENTS = [
     "exp_resnet",
     "exp_lsuv",
     "exp_puzzle",
+    "exp_real_models",  # opt-in (OPT_IN): runs only when named in --only
 ]
 RESULTS = HERE / "results"
 DOCS = common.ROOT / "docs"
@@ -95,6 +97,17 @@ def main(argv=None) -> int:
         path = RESULTS / f"{short(name)}.json"
         if a.from_json:
             continue
+        if getattr(mod, "OPT_IN", False) and short(name) not in a.only:
+            print(f"[{time.strftime('%H:%M:%S')}] {short(name)}: opt-in, not run "
+                  f"(`--only {short(name)}`); its saved JSON is kept", flush=True)
+            continue
+        if a.scale not in mod.CONFIGS:
+            print(f"[{time.strftime('%H:%M:%S')}] {short(name)}: no {a.scale} scale, not run", flush=True)
+            continue
+        why = mod.available() if hasattr(mod, "available") else None
+        if why:
+            print(f"[{time.strftime('%H:%M:%S')}] {short(name)}: skipped: {why}", flush=True)
+            continue
         t0, l0 = time.time(), load_avg()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"[{time.strftime('%H:%M:%S')}] {short(name)} ({a.scale}) ...", flush=True)
@@ -115,7 +128,8 @@ def main(argv=None) -> int:
             body.append(f"## {mod.TITLE}\n\n_Not run yet._\n\n")
             continue
         res = json.loads(path.read_text())
-        total += res["_wall_s"]
+        if not getattr(mod, "OPT_IN", False):  # the opt-in ones are outside the suite's budget
+            total += res["_wall_s"]
         body.append(section(mod, res))
         checks = mod.checks(res)
         ok = sum(1 for c in checks if c[1])
