@@ -146,7 +146,12 @@ pub fn run_apply(
     let t_load = t0.elapsed();
     let plan = reinit::plan(&model, &request.options)?;
     let t_plan = t0.elapsed() - t_load;
-    let session = reinit::Session::new(&model, &plan, request.seed)?;
+    // Masks only when written (`mask_out=`): the result carries none.
+    let options = reinit::SessionOptions {
+        masks: request.mask_out.is_some(),
+        ..Default::default()
+    };
+    let session = reinit::Session::with_options(&model, &plan, request.seed, options)?;
     let write_masks = |masks: &[reinit::Mask]| match request.mask_out.as_deref() {
         Some(mask_out) => reinit::write_masks(masks, mask_out),
         None => Ok(()),

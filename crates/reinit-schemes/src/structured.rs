@@ -42,18 +42,23 @@ pub(crate) fn orthogonal(
     notes: &mut Vec<String>,
 ) -> (WeightValues, Option<Vec<f64>>) {
     let gain = resolve_gain(p.gain, spec, notes);
+    (orthogonal_values(spec, gain, rng), bias(p.bias, spec, rng))
+}
+
+/// [`orthogonal_flat`] as weight values: one group on stream v2 at 2:1 or more is left
+/// to be produced band by band (the same draws; the values of the order its layout
+/// streams in), so that `orthogonal`, `critical` and `delta-orthogonal` on a linear layer
+/// never hold the weight whole.
+fn orthogonal_values(spec: &LayerSpec, gain: f64, rng: &mut Stream) -> WeightValues {
     let cols = spec.n_in * spec.taps();
-    // One group on stream v2 at 2:1 or more: left to be produced band by band (the same
-    // values as `orthogonal_flat`, which takes this route whole).
-    let weight = if spec.groups == 1 && banded::applies(spec.n_out, cols, rng.version()) {
+    if spec.groups == 1 && banded::applies(spec.n_out, cols, rng.version()) {
         match HaarBands::new(spec.n_out, cols, gain, rng) {
             Some(bands) => WeightValues::Orthogonal(bands),
             None => dense(householder_after_failed_cholesky(spec, gain, rng)),
         }
     } else {
         dense(orthogonal_flat(spec, gain, rng))
-    };
-    (weight, bias(p.bias, spec, rng))
+    }
 }
 
 /// What [`haar_orthogonal`] returns once its CholeskyQR failed (a single group).
@@ -69,7 +74,7 @@ pub(crate) fn delta_orthogonal(
 ) -> Result<(WeightValues, Option<Vec<f64>>), SchemeError> {
     let (gain, sigma_b) = delta_orthogonal_gain(p, spec, notes)?;
     let w = orthogonal_delta(spec, gain, rng, notes);
-    Ok((dense(w), normal_bias(spec, sigma_b, rng)))
+    Ok((w, normal_bias(spec, sigma_b, rng)))
 }
 
 /// LSUV's orthonormal pre-init (the rescaling needs forward passes: the caller's).
@@ -120,9 +125,9 @@ pub(crate) fn orthogonal_delta(
     gain: f64,
     rng: &mut Stream,
     notes: &mut Vec<String>,
-) -> Vec<f64> {
+) -> WeightValues {
     if spec.kind == LayerKind::Linear || spec.taps() == 1 {
-        return orthogonal_flat(spec, gain, rng);
+        return orthogonal_values(spec, gain, rng);
     }
     if spec.n_in > spec.n_out {
         notes.push(format!(
@@ -140,7 +145,7 @@ pub(crate) fn orthogonal_delta(
             }
         }
     }
-    w
+    dense(w)
 }
 
 /// `(σ_w, σ_b)` of delta-orthogonal. Before tanh-like units (tanh, hard-tanh) a default
@@ -236,7 +241,7 @@ pub(crate) fn critical(
     spec: &LayerSpec,
     rng: &mut Stream,
     notes: &mut Vec<String>,
-) -> Result<(Vec<f64>, Option<Vec<f64>>), SchemeError> {
+) -> Result<(WeightValues, Option<Vec<f64>>), SchemeError> {
     let (sw2, sb2) = critical_variances(p, &spec.activation, notes)?;
     let delta = p.conv == ConvMode::Delta && spec.kind != LayerKind::Linear;
     let mut sigma_w = sw2.sqrt();
@@ -255,7 +260,7 @@ pub(crate) fn critical(
     let w = if delta {
         orthogonal_delta(spec, sigma_w, rng, notes)
     } else {
-        orthogonal_flat(spec, sigma_w, rng)
+        orthogonal_values(spec, sigma_w, rng)
     };
     Ok((w, normal_bias(spec, sb2.sqrt(), rng)))
 }

@@ -21,7 +21,7 @@ use crate::init::{self, WeightValues};
 use crate::layer::LayerSpec;
 use crate::params::{
     CriticalParams, DeltaOrthogonalParams, Density, DensityDistribution, EoiParams, FixupParams,
-    IdInitParams, LsuvParams, OrthogonalParams, ReluShareParams, VarianceParams,
+    IdInitParams, LsuvParams, MaskMode, OrthogonalParams, ReluShareParams, VarianceParams,
 };
 use crate::random_mask::{self, RandomMaskParams};
 use crate::rng::Stream;
@@ -99,6 +99,20 @@ impl Scheme {
         self.def().draws_iid
     }
 
+    /// This scheme with no EOI mask computed (`mask-mode none`): the same weights and
+    /// biases (the trainable mask's top-up draws from a substream of its own), for a run
+    /// whose masks nobody reads. Schemes whose mask is part of the weight (random-mask)
+    /// are unchanged.
+    pub fn without_mask(&self) -> Scheme {
+        match *self {
+            Scheme::Eoi(p) => Scheme::Eoi(EoiParams {
+                mask: MaskMode::None,
+                ..p
+            }),
+            other => other,
+        }
+    }
+
     /// Checks every parameter's domain.
     pub fn validate(&self) -> Result<(), SchemeError> {
         match self {
@@ -159,9 +173,7 @@ impl Scheme {
             Scheme::TorchDefault => plain(crate::variance::torch_default(spec, rng)),
             Scheme::Orthogonal(p) => plain(structured::orthogonal(p, spec, rng, notes)),
             Scheme::DeltaOrthogonal(p) => plain(structured::delta_orthogonal(p, spec, rng, notes)?),
-            Scheme::Critical(p) => {
-                plain(init::with_dense(structured::critical(p, spec, rng, notes)?))
-            }
+            Scheme::Critical(p) => plain(structured::critical(p, spec, rng, notes)?),
             Scheme::Eoi(p) => {
                 let d = layer_densities(std::slice::from_ref(spec), p)[0];
                 structured::eoi_layer(p, d, spec, rng, notes)?

@@ -30,6 +30,7 @@ mod auto;
 mod calibration;
 mod catalog;
 pub mod error;
+mod heap;
 #[cfg(feature = "verify")]
 mod lsuv;
 mod params;
@@ -56,6 +57,6 @@ pub use report::{LsuvLayer, LsuvReport, NormReset, Report, Stats, WeightReport};
 pub use request::{Request, UserRequest, default_output, random_seed};
 pub use rewrite::{DirectoryOutput, Progress, directory_models, rewrite_directory, rewrite_file};
 pub use rules::{Rule, load_rules, parse_rules};
-pub use session::{Mask, Rewritten, Session, write_masks};
+pub use session::{Mask, Rewritten, Session, SessionOptions, write_masks};
 #[cfg(feature = "verify")]
 pub use verify::{VerifySettings, verify};

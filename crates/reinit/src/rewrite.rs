@@ -12,7 +12,7 @@ use reinit_onnx::{Model, SaveOptions};
 use crate::error::Error;
 use crate::plan::PlanOptions;
 use crate::report::Report;
-use crate::session::{Session, write_masks};
+use crate::session::{Session, SessionOptions, write_masks};
 
 /// Progress callbacks of a rewrite (a progress bar).
 #[derive(Clone, Copy)]
@@ -47,7 +47,13 @@ pub fn rewrite_file(
     let plan = crate::plan(&model, options)?;
     let t_plan = t0.elapsed() - t_load;
     (progress.planned)(plan.weights.len());
-    let session = Session::with_progress(&model, &plan, seed, progress.tick)?;
+    // Masks only for --mask-out: one byte a value of every sparse weight, kept
+    // to the end (~600 MB on a GPT-2-medium-sized EOI rewrite).
+    let options = SessionOptions {
+        tick: progress.tick,
+        masks: output.is_some() && mask_out.is_some(),
+    };
+    let session = Session::with_options(&model, &plan, seed, options)?;
     let mut report = match output {
         Some(path) => {
             let rewritten = session.write(path, save)?;

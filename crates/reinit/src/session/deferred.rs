@@ -14,6 +14,7 @@ use reinit_onnx::{DeferredValues, Model, Storage, TensorId, ValueSink};
 use super::draw::{self, Prepared, Refinement};
 use super::record::{self, BiasEntry, Outcome, Realized};
 use crate::error::Error;
+use crate::heap;
 use crate::plan::Plan;
 use crate::report::Stats;
 use crate::streamed;
@@ -22,6 +23,8 @@ pub(super) struct Deferred<'a> {
     model: &'a Model,
     plan: &'a Plan,
     seed: u64,
+    /// Whether masks are computed and kept.
+    masks: bool,
     /// Indices into `plan.weights` of the deferred weights.
     deferred: &'a [usize],
     /// Tensor id → index into `plan.weights`, for weights and their biases.
@@ -103,6 +106,7 @@ impl<'a> Deferred<'a> {
             model,
             plan,
             seed: session.seed,
+            masks: session.masks,
             deferred: &session.deferred,
             owners,
             before: &session.deferred_before,
@@ -127,6 +131,7 @@ impl<'a> Deferred<'a> {
                 w,
                 self.seed,
                 self.plan.options.stream,
+                self.masks,
                 before,
                 self.refinements.get(&w.tensor),
             )
@@ -279,6 +284,9 @@ impl<'a> Deferred<'a> {
             return Ok(true); // written already
         };
         let record = draw::write_prepared(self.model, self.plan, w, prepared, out)?;
+        if !w.scheme.draws_iid() && self.model.tensor(w.tensor).numel() >= heap::TRIM_MIN_VALUES {
+            heap::release_freed();
+        }
         let mut open = lock(&self.open).map_err(to_onnx)?;
         let Some(entry) = open.get_mut(&index) else {
             return Err(to_onnx(Error::Internal(format!(

@@ -64,12 +64,14 @@ pub(super) fn is_deferred(model: &Model, plan: &Plan, index: usize) -> bool {
 }
 
 /// Runs the scheme (or its fallback) for one weight and applies its
-/// refinement; `None` when neither scheme covers it.
+/// refinement; `None` when neither scheme covers it. Without `masks` no mask
+/// is computed (EOI) or kept (random-mask); the values are the same.
 pub(super) fn draw(
     model: &Model,
     w: &PlannedWeight,
     seed: u64,
     stream: StreamVersion,
+    masks: bool,
     before: Option<Stats>,
     refinement: Option<&Refinement>,
 ) -> Result<Option<Drawn>, Error> {
@@ -79,9 +81,16 @@ pub(super) fn draw(
         Some(stats) => stats,
         None => Stats::of_tensor(model, w.tensor).map_err(Error::Load)?,
     };
+    // The scheme as planned stays the weight's (its report, the metadata);
+    // only the run goes without the mask.
     let run = |scheme: &Scheme| {
         let mut stream = Stream::versioned(stream, seed, &w.name, scheme.name());
-        init_layer_lazy(scheme, &w.spec, &mut stream)
+        let scheme = if masks {
+            *scheme
+        } else {
+            scheme.without_mask()
+        };
+        init_layer_lazy(&scheme, &w.spec, &mut stream)
     };
     let scheme_error = |scheme: &Scheme, source| Error::Scheme {
         tensor: w.name.clone(),
@@ -106,6 +115,9 @@ pub(super) fn draw(
         }
         Err(source) => return Err(scheme_error(&w.scheme, source)),
     };
+    if !masks {
+        init.mask = None;
+    }
     if let Some(r) = refinement {
         refine(&mut init, r, w)?;
     }
@@ -152,9 +164,11 @@ pub(super) fn draw_encoded(
     plan: &Plan,
     w: &PlannedWeight,
     seed: u64,
+    masks: bool,
     refinement: Option<&Refinement>,
 ) -> Result<Option<(Realized, Payload)>, Error> {
-    let Some(mut drawn) = draw(model, w, seed, plan.options.stream, None, refinement)? else {
+    let stream = plan.options.stream;
+    let Some(mut drawn) = draw(model, w, seed, stream, masks, None, refinement)? else {
         return Ok(None);
     };
     let bias = drawn.init.bias.take();
@@ -233,8 +247,11 @@ pub(super) fn write_prepared(
                 let layer = &plan.analysis.layers[w.layer];
                 let transposed = streamed::plain_layout(layer) == Some(true);
                 let (after, error) = streamed::write_orthogonal(bands, transposed, dtype, out)?;
+                // (reported for the schemes whose whole weights report it: not
+                // delta-orthogonal's)
+                let reported = record::reports_orthogonality(&drawn.scheme);
                 let mut realized = record::streamed(model, plan, w, drawn, after);
-                realized.report.orthogonality_error = error;
+                realized.report.orthogonality_error = error.filter(|_| reported);
                 realized
             }
             WeightValues::Sparse(sparse) => {

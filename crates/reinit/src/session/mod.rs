@@ -11,6 +11,11 @@
 //!            → Rewritten { report (every weight), masks, saved }
 //! ```
 //!
+//! Masks (EOI's trainable mask, random-mask's zero pattern: one byte a value)
+//! are kept only when [`SessionOptions::masks`] asks for them — the CLI does
+//! only for `--mask-out` — since on a large sparse model they outweigh
+//! everything else the rewrite holds.
+//!
 //! Every weight's values come out of [`draw::draw`], which applies the
 //! weight's refinement, so LSUV's scales and EOI's masks reach eager and
 //! deferred weights, embedded and external, whichever way the session ends.
@@ -67,6 +72,8 @@ struct Drawing<'m> {
     seed: u64,
     /// Indices into `plan.weights` of the weights drawn during the save.
     deferred: Vec<usize>,
+    /// Whether masks are computed and kept for [`Rewritten::masks`].
+    masks: bool,
     /// Statistics of the deferred weights' old values, taken up front in
     /// parallel so that the writer only draws and writes.
     deferred_before: HashMap<usize, Stats>,
@@ -79,18 +86,41 @@ struct Drawing<'m> {
 pub struct Rewritten {
     /// Every planned weight's entry, the norms reset, LSUV's section, timings.
     pub report: Report,
-    /// EOI masks in stored layout, by initializer name.
+    /// EOI masks in stored layout, by initializer name (empty unless
+    /// [`SessionOptions::masks`]).
     pub masks: Vec<Mask>,
     /// The save's own report (`None` for `to_bytes` and a dry run).
     pub saved: Option<SaveReport>,
 }
 
+/// What a session does besides the rewrite itself.
+#[derive(Clone, Copy)]
+pub struct SessionOptions<'m> {
+    /// Called once per weight drawn (up front, or later during the save) — a
+    /// progress bar.
+    pub tick: &'m (dyn Fn() + Sync),
+    /// Whether the masks are computed and kept for [`Rewritten::masks`]
+    /// (`--mask-out`, `verify`'s frozen entries). The written model is the
+    /// same either way.
+    pub masks: bool,
+}
+
+impl Default for SessionOptions<'_> {
+    /// No progress, masks kept.
+    fn default() -> Self {
+        SessionOptions {
+            tick: &|| {},
+            masks: true,
+        }
+    }
+}
+
 impl<'m> Session<'m> {
     /// Refines `plan` (LSUV's data pass, when it has LSUV weights and the
     /// crate is built with `verify`) and draws the weights the save cannot
-    /// draw itself, all from `seed`.
+    /// draw itself, all from `seed`; keeps the masks.
     pub fn new(model: &'m Model, plan: &'m Plan, seed: u64) -> Result<Session<'m>, Error> {
-        Self::with_progress(model, plan, seed, &|| {})
+        Self::with_options(model, plan, seed, SessionOptions::default())
     }
 
     /// As [`Session::new`], calling `tick` once per weight drawn (up front,
@@ -101,12 +131,27 @@ impl<'m> Session<'m> {
         seed: u64,
         tick: &'m (dyn Fn() + Sync),
     ) -> Result<Session<'m>, Error> {
+        let options = SessionOptions {
+            tick,
+            ..SessionOptions::default()
+        };
+        Self::with_options(model, plan, seed, options)
+    }
+
+    /// As [`Session::new`], with a progress callback and the choice of
+    /// keeping masks.
+    pub fn with_options(
+        model: &'m Model,
+        plan: &'m Plan,
+        seed: u64,
+        options: SessionOptions<'m>,
+    ) -> Result<Session<'m>, Error> {
         let start = Instant::now();
         #[cfg(feature = "verify")]
         let refined = crate::lsuv::refine(model, plan, seed)?;
         #[cfg(not(feature = "verify"))]
         let refined = Refined::default();
-        let mut session = Self::drawn(model, plan, seed, refined.refinements, tick)?;
+        let mut session = Self::drawn(model, plan, seed, refined.refinements, options)?;
         session.report.lsuv = refined.report;
         session.report.warnings.extend(refined.warnings);
         session.report.timings_ms.init = start.elapsed().as_secs_f64() * 1e3;
@@ -116,7 +161,11 @@ impl<'m> Session<'m> {
     /// The unrefined rewrite LSUV's data pass runs on.
     #[cfg(feature = "verify")]
     pub(crate) fn draft(model: &'m Model, plan: &'m Plan, seed: u64) -> Result<Session<'m>, Error> {
-        Self::drawn(model, plan, seed, HashMap::new(), &|| {})
+        let options = SessionOptions {
+            masks: false,
+            ..SessionOptions::default()
+        };
+        Self::drawn(model, plan, seed, HashMap::new(), options)
     }
 
     /// Draws every weight that is not deferred and prepares the deferred
@@ -126,9 +175,10 @@ impl<'m> Session<'m> {
         plan: &'m Plan,
         seed: u64,
         refinements: HashMap<TensorId, Refinement>,
-        tick: &'m (dyn Fn() + Sync),
+        options: SessionOptions<'m>,
     ) -> Result<Session<'m>, Error> {
         let start = Instant::now();
+        let SessionOptions { tick, masks: keep } = options;
         let (deferred, eager): (Vec<usize>, Vec<usize>) =
             (0..plan.weights.len()).partition(|&i| draw::is_deferred(model, plan, i));
         // Draw and encode in parallel: the edits keep the encoded payload (4
@@ -137,7 +187,8 @@ impl<'m> Session<'m> {
             .par_iter()
             .map(|&i| {
                 let w = &plan.weights[i];
-                let result = draw::draw_encoded(model, plan, w, seed, refinements.get(&w.tensor));
+                let refinement = refinements.get(&w.tensor);
+                let result = draw::draw_encoded(model, plan, w, seed, keep, refinement);
                 tick();
                 result
             })
@@ -196,6 +247,7 @@ impl<'m> Session<'m> {
                 plan,
                 seed,
                 deferred,
+                masks: keep,
                 deferred_before,
                 refinements,
             },

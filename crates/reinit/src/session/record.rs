@@ -147,6 +147,11 @@ fn bias_report(
     }))
 }
 
+/// Whether a weight's report carries its orthogonality error (single group).
+pub(super) fn reports_orthogonality(scheme: &Scheme) -> bool {
+    matches!(scheme, Scheme::Orthogonal(_) | Scheme::Critical(_))
+}
+
 /// Orthogonality error after rounding to the tensor's dtype, for the schemes
 /// that promise orthogonality.
 pub(super) fn orthogonality(
@@ -155,7 +160,7 @@ pub(super) fn orthogonality(
     w: &PlannedWeight,
     dtype: DType,
 ) -> Option<f64> {
-    if !matches!(scheme, Scheme::Orthogonal(_) | Scheme::Critical(_)) || w.spec.groups != 1 {
+    if !reports_orthogonality(scheme) || w.spec.groups != 1 {
         return None;
     }
     let weight = &init.weight;
