@@ -1,11 +1,13 @@
 //! Criterion benches: orthogonal (Haar via faer QR), EOI (Givens to density 0.1), He
-//! normal on 25 M values, and the bulk normal fill on one thread in each stream version
+//! normal on 25 M values, a 3072 × 768 banded orthogonal weight in both stored orders, and
+//! the bulk normal fill on one thread in each stream version
 //! (`normal_fill/4M_1thread_v1|v2`: divide by 2^22 for nanoseconds per value). Compare with `python3 benches/schemes_numpy.py` (same sizes).
 //! `REINIT_BENCH_4096=1` adds the slow n = 4096 orthogonal case.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use reinit_schemes::{
-    Law, LayerSpec, Scheme, Stream, StreamVersion, haar_orthogonal, init_layer, sparse_orthogonal,
+    Law, LayerSpec, Scheme, Stream, StreamVersion, WeightValues, haar_orthogonal, init_layer,
+    init_layer_lazy, sparse_orthogonal,
 };
 use std::hint::black_box;
 use std::time::Duration;
@@ -21,6 +23,43 @@ fn orthogonal(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             let mut s = Stream::new(0, "bench", "orthogonal");
             b.iter(|| black_box(haar_orthogonal(n, n, 1.0, &mut s)))
+        });
+    }
+    g.finish();
+}
+
+/// A BERT-base FFN weight (3072 × 768) produced band by band in either stored order: the
+/// canonical one (rows of Q: Gram pass + triangular solve) and the transposed one a
+/// `MatMul(X, W)` weight streams in (rows of Qᵀ: Gram pass + two groups of products with
+/// L⁻¹). Two threads, as the rewrite's pool on this machine.
+fn orthogonal_banded(c: &mut Criterion) {
+    let mut g = c.benchmark_group("orthogonal_banded_3072x768");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("a two-thread pool");
+    let spec = LayerSpec::linear(3072, 768).with_bias(false);
+    let scheme: Scheme = "orthogonal".parse().expect("known scheme");
+    for (order, transposed) in [("rows_of_q", false), ("rows_of_qt", true)] {
+        g.bench_function(order, |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    let mut s = Stream::new(0, "bench", "orthogonal");
+                    let init = init_layer_lazy(&scheme, &spec, &mut s).expect("valid layer");
+                    let WeightValues::Orthogonal(bands) = init.weight else {
+                        panic!("3072 × 768 takes the banded route");
+                    };
+                    let mut sum = 0.0;
+                    bands
+                        .for_each_stored(transposed, |piece| {
+                            sum += piece[0];
+                            Ok::<(), ()>(())
+                        })
+                        .expect("no error");
+                    black_box(sum)
+                })
+            })
         });
     }
     g.finish();
@@ -74,5 +113,5 @@ fn normal_fill(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, orthogonal, eoi, he, normal_fill);
+criterion_group!(benches, orthogonal, orthogonal_banded, eoi, he, normal_fill);
 criterion_main!(benches);
