@@ -139,14 +139,7 @@ impl Verdict {
 }
 
 fn median(values: &[f32]) -> f64 {
-    let mut v: Vec<f64> = values.iter().map(|&x| x as f64).collect();
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
+    crate::train::median(&mut values.iter().map(|&x| x as f64).collect::<Vec<_>>())
 }
 
 /// Mean of the first twentieth (initial) and of the last tenth (final) of the
