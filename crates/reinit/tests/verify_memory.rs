@@ -138,3 +138,64 @@ fn regex_batch(text: &str) -> Option<usize> {
     let re = regex::Regex::new(r"--batch (\d+) or less").unwrap();
     re.captures(text)?.get(1)?.as_str().parse().ok()
 }
+
+/// BERT as `transformers` builds it, narrow layers, TorchScript export (train
+/// mode, Dropout in the graph): `fixtures/make_verify_fixtures.py`.
+fn bert_narrow() -> String {
+    fixtures()
+        .join("verify/bert_narrow.onnx")
+        .display()
+        .to_string()
+}
+
+/// Peak RSS of the transformer run below. At sequence 512 the four layers'
+/// attention tensors (2 × 4 heads × 512 × 512 f32 = 8 MiB each) are most of
+/// it. Measured with this test's own run (debug test build): 575 MiB at main
+/// f3d9123, 707 MiB before session 7's transformer fixes (ef02a29: weight
+/// `Transpose`s copied and kept for the backward, full broadcast-size gradients
+/// of the attention scale and mask constants); release builds 581 and 705 MiB
+/// (`/usr/bin/time -f %M target/release/reinit verify
+/// fixtures/verify/bert_narrow.onnx --schemes he --steps 2 --batch 2
+/// --input-shape input_ids:2x512`). The bound sits between the two, so either
+/// regression fails it.
+const BERT_PEAK_BOUND: u64 = 640 << 20;
+
+#[test]
+fn a_bert_export_at_sequence_512_peaks_within_the_bound_and_its_estimate() {
+    let m = bert_narrow();
+    let r = run(
+        &[
+            "verify",
+            &m,
+            "--schemes",
+            "he",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--input-shape",
+            "input_ids:2x512",
+            "--json",
+        ],
+        &[("REINIT_MEMORY_LIMIT", "2G")],
+        Duration::from_secs(600),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["inputs"][0]["shape"], serde_json::json!([2, 512]));
+    let peak = report["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
+    assert!(
+        peak <= BERT_PEAK_BOUND,
+        "peak RSS {} MiB > {} MiB",
+        peak >> 20,
+        BERT_PEAK_BOUND >> 20
+    );
+    // the up-front estimate (what exit 6 is decided on) covers the run
+    let estimated = report["runs"][0]["estimated_bytes"].as_u64().unwrap();
+    assert!(
+        peak <= estimated + (200 << 20),
+        "peak {} MiB exceeds the estimate {} MiB + 200 MiB of runtime",
+        peak >> 20,
+        estimated >> 20
+    );
+}
