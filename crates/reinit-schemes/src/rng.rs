@@ -17,8 +17,12 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+#[cfg(target_arch = "x86_64")]
+mod box_muller_avx2;
 mod chacha;
 mod philox;
+#[cfg(target_arch = "x86_64")]
+mod philox_avx2;
 
 pub use philox::{box_muller, philox4x32_10};
 

@@ -12,10 +12,10 @@
 use super::{FILL_CHUNK, Law};
 
 /// Philox4x32 round multipliers and key increments (Random123).
-const M0: u32 = 0xD251_1F53;
-const M1: u32 = 0xCD9E_8D57;
-const W0: u32 = 0x9E37_79B9;
-const W1: u32 = 0xBB67_AE85;
+pub(super) const M0: u32 = 0xD251_1F53;
+pub(super) const M1: u32 = 0xCD9E_8D57;
+pub(super) const W0: u32 = 0x9E37_79B9;
+pub(super) const W1: u32 = 0xBB67_AE85;
 
 /// A tensor's Philox key and the counter word that carries 32 more bits of its identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,14 @@ impl PhiloxKey {
             key: [word(0), word(1)],
             tag: word(2),
         }
+    }
+
+    pub(super) fn key(&self) -> [u32; 2] {
+        self.key
+    }
+
+    pub(super) fn tag(&self) -> u32 {
+        self.tag
     }
 }
 
@@ -57,9 +65,9 @@ pub fn philox4x32_10(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     [c0, c1, c2, c3]
 }
 
-const LANES: usize = 8;
+pub(super) const LANES: usize = 8;
 /// Values per group: 8 blocks of 4 words.
-const GROUP: usize = 4 * LANES;
+pub(super) const GROUP: usize = 4 * LANES;
 
 /// Blocks `first .. first + 8` of counter `(c0, c1, c2, tag)`, lane `l` holding block
 /// `first + l`: `w[i][l]` is word `i` of that block.
@@ -117,9 +125,9 @@ fn blocks8(first: u32, c1: u32, c2: u32, k: PhiloxKey) -> [[u32; LANES]; 4] {
 // needs no decimal parsing; decimal values in the comments are cephes'.
 
 /// `√½` (cephes `SQRTHF`).
-const SQRT_HALF: f32 = f32::from_bits(0x3F35_04F3);
+pub(super) const SQRT_HALF: f32 = f32::from_bits(0x3F35_04F3);
 /// cephes `logf` polynomial, highest degree first: 7.0376836292e-2 … 3.3333331174e-1.
-const LOG_P: [f32; 9] = [
+pub(super) const LOG_P: [f32; 9] = [
     f32::from_bits(0x3D90_21BB),
     f32::from_bits(0xBDEB_D1B8),
     f32::from_bits(0x3DEF_251B),
@@ -131,25 +139,25 @@ const LOG_P: [f32; 9] = [
     f32::from_bits(0x3EAA_AAAA),
 ];
 /// `ln 2` split in two (cephes): 0.693359375 and −2.12194440e-4.
-const LN2_HI: f32 = f32::from_bits(0x3F31_8000);
-const LN2_LO: f32 = f32::from_bits(0xB95E_8083);
+pub(super) const LN2_HI: f32 = f32::from_bits(0x3F31_8000);
+pub(super) const LN2_LO: f32 = f32::from_bits(0xB95E_8083);
 /// cephes `sinf` / `cosf` polynomials on `[−π/4, π/4]`, highest degree first:
 /// −1.9515295891e-4, 8.3321608736e-3, −1.6666654611e-1 and 2.443315711809948e-5,
 /// −1.388731625493765e-3, 4.166664568298827e-2.
-const SIN_P: [f32; 3] = [
+pub(super) const SIN_P: [f32; 3] = [
     f32::from_bits(0xB94C_A1F9),
     f32::from_bits(0x3C08_839E),
     f32::from_bits(0xBE2A_AAA3),
 ];
-const COS_P: [f32; 3] = [
+pub(super) const COS_P: [f32; 3] = [
     f32::from_bits(0x37CC_F5CE),
     f32::from_bits(0xBAB6_061A),
     f32::from_bits(0x3D2A_AAA5),
 ];
 /// `(π/2)·2⁻²⁴` rounded to f32: one step of the angle grid.
-const ANGLE_STEP: f32 = (std::f64::consts::FRAC_PI_2 / 16_777_216.0) as f32;
+pub(super) const ANGLE_STEP: f32 = (std::f64::consts::FRAC_PI_2 / 16_777_216.0) as f32;
 /// `2⁻³¹`.
-const TWO_POW_M31: f32 = 1.0 / 2_147_483_648.0;
+pub(super) const TWO_POW_M31: f32 = 1.0 / 2_147_483_648.0;
 
 /// `ln u` for `u` in `(0, 1]` (normal f32), cephes `logf`: `u = m·2^e` with `m` in
 /// `[√½, √2)`, a degree-9 polynomial in `m − 1`. Every step is one IEEE f32 operation.
@@ -271,9 +279,11 @@ fn draw_chunk_lanes(key: PhiloxKey, fill: u32, law: Law, k: u32, skip: usize, bu
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn draw_chunk_avx2(
+/// The portable lane loops (the reference), whatever the CPU; the same values as the
+/// AVX2 path (no fused multiply-add is ever formed, and every other operation is exact
+/// IEEE).
+#[cfg(test)]
+pub(super) fn draw_chunk_portable(
     key: PhiloxKey,
     fill: u32,
     law: Law,
@@ -282,13 +292,6 @@ unsafe fn draw_chunk_avx2(
     buf: &mut [f64],
 ) {
     draw_chunk_lanes(key, fill, law, k, skip, buf)
-}
-
-/// Without wider registers than the baseline target's; the same values (no
-/// fused multiply-add is ever formed, and every other operation is exact IEEE).
-#[cfg(test)]
-pub(super) fn draw_chunk_portable(key: PhiloxKey, fill: u32, law: Law, k: u32, buf: &mut [f64]) {
-    draw_chunk_lanes(key, fill, law, k, 0, buf)
 }
 
 /// Chunk `k` of fill number `fill` (its first `buf.len()` values), with AVX2 where the
@@ -319,7 +322,7 @@ pub(super) fn draw_chunk_from(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { draw_chunk_avx2(key, fill, law, k, skip, buf) };
+        return unsafe { super::philox_avx2::draw_chunk(key, fill, law, k, skip, buf) };
     }
     draw_chunk_lanes(key, fill, law, k, skip, buf)
 }
@@ -447,25 +450,69 @@ mod tests {
         );
     }
 
+    /// The bits of `draw_chunk_from` (AVX2 where the CPU has it) and of the portable
+    /// lanes, for one key / fill / chunk / law / skip / length.
+    fn both_paths(
+        k: PhiloxKey,
+        fill: u32,
+        law: Law,
+        chunk: u32,
+        skip: usize,
+        len: usize,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let (mut a, mut b) = (vec![f64::NAN; len], vec![f64::NAN; len]);
+        draw_chunk_from(k, fill as u64, law, chunk as u64, skip, &mut a);
+        draw_chunk_portable(k, fill, law, chunk, skip, &mut b);
+        let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+        (bits(a), bits(b))
+    }
+
     #[test]
     fn the_avx2_path_gives_the_portable_values() {
+        #[cfg(target_arch = "x86_64")]
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: both paths are the portable one");
+        }
+        let laws = [
+            Law::Normal { std: 0.7 },
+            Law::Uniform { lo: -1.0, hi: 3.0 },
+            Law::TruncatedNormal { std: 2.0 },
+        ];
+        // whole chunks under 8 keys (3 × 8 × 65536 values; the truncated normal's run
+        // past 16384 blocks too), counters near 2^32 included
+        for i in 0..8u32 {
+            let k = PhiloxKey {
+                key: [i.wrapping_mul(0x9E37_79B9), !i],
+                tag: i.wrapping_mul(0x85EB_CA6B) ^ 3,
+            };
+            let (fill, chunk) = (1 + i % 3, [0, 1, 9, u32::MAX][i as usize % 4]);
+            for law in laws {
+                let (a, b) = both_paths(k, fill, law, chunk, 0, FILL_CHUNK);
+                assert!(a == b, "key {i} {law:?}: first difference at {:?}", {
+                    a.iter().zip(&b).position(|(x, y)| x != y)
+                });
+            }
+        }
+        // every short length (partial groups and pairs of groups), and skip offsets
         let k = PhiloxKey {
             key: [1, 2],
             tag: 3,
         };
-        for law in [
-            Law::Normal { std: 0.7 },
-            Law::Uniform { lo: -1.0, hi: 3.0 },
-            Law::TruncatedNormal { std: 2.0 },
-        ] {
-            let mut a = vec![0.0; 5003];
-            let mut b = vec![0.0; 5003];
-            draw_chunk(k, 4, law, 9, &mut a);
-            draw_chunk_portable(k, 4, law, 9, &mut b);
-            assert_eq!(
-                a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            );
+        for law in laws {
+            for len in (0..=200).chain([1000, 5003, 65_535]) {
+                let (a, b) = both_paths(k, 4, law, 9, 0, len);
+                assert_eq!(a, b, "{law:?} len {len}");
+            }
+            if matches!(law, Law::TruncatedNormal { .. }) {
+                continue; // not addressable by group
+            }
+            for skip in [1, 2, 3, 7, 100, 2047] {
+                for len in [1, 31, 32, 33, 63, 64, 65, 97, 1000] {
+                    let len = len.min(FILL_CHUNK - skip * GROUP);
+                    let (a, b) = both_paths(k, 4, law, 9, skip, len);
+                    assert_eq!(a, b, "{law:?} skip {skip} len {len}");
+                }
+            }
         }
     }
 }
