@@ -6,8 +6,9 @@
 //! Two generators, selected by [`StreamVersion`] and both kept bit-exact:
 //!
 //! * **v2** (`rng/philox.rs`): Philox4x32-10, counter-based, with an f32 Box–Muller made of
-//!   IEEE `+ − × √` only — vectorised, ~4× faster than v1, and reproducible bit for bit in
-//!   numpy (`docs/stream.md` is the specification).
+//!   IEEE `+ − × √` only — vectorised (hand-written AVX2 kernels in
+//!   `rng/philox_avx2.rs`, `rng/box_muller_avx2.rs`), ~5× faster than v1, and reproducible
+//!   bit for bit in numpy (`docs/stream.md` is the specification).
 //! * **v1** (`rng/chacha.rs`): ChaCha8 (`rand_chacha`, pinned) and a ziggurat using the
 //!   pure-Rust `libm` (pinned); what every release before v2 drew.
 //!

@@ -1,20 +1,22 @@
-//! Stream v2's bulk fills written with explicit AVX2 intrinsics, for x86-64 CPUs that have
-//! AVX2 (detected at run time by `philox::draw_chunk_from`; `philox.rs` keeps the
-//! portable lane loops, which are the reference).
+//! Stream v2's bulk fills written by hand for x86-64 CPUs with AVX2 (detected at run time
+//! by `philox::draw_chunk_from`; `philox.rs` keeps the portable lane loops, which are the
+//! reference). The normal transform is in `box_muller_avx2.rs`.
 //!
 //! Same values bit for bit: every step is the operation `philox.rs` (and
-//! `docs/stream.md`) specifies, in the same order, as one IEEE operation per lane — a
-//! product and a sum are always two instructions (`_mm256_mul_ps`, `_mm256_add_ps`;
-//! LLVM never fuses intrinsics), blends and sign-bit XORs stand for the branches. The
-//! tests in `philox.rs` compare both paths on millions of values of every law, at chunk
-//! remainders and skip offsets.
+//! `docs/stream.md`) specifies, in the same order, as one IEEE operation per lane; blends
+//! and sign-bit XORs stand for the branches. The tests in `philox.rs` compare both paths
+//! on millions of values of every law, at chunk remainders and skip offsets.
 //!
-//! Why by hand: the auto-vectorised lanes kept Philox's 8 lanes as 4 u64 pairs and
-//! re-packed both halves of every 32×32→64 product each round (22 vector ops a round);
-//! here even and odd lanes live in separate registers, in the low half of each 64-bit
-//! slot, so a product's low word is already in place and its high word is one shift
-//! (16 ops a round, round keys read from memory). The truncated normal's rejection is a
-//! vector left-pack (one permute per 8 values) instead of a scalar loop.
+//! Why by hand (profiled with `perf` on `examples/fill_cputime.rs`): the auto-vectorised
+//! lanes kept Philox's 8 lanes as 4 u64 pairs and re-packed both halves of every
+//! 32×32→64 product each round (22 vector ops a round), and LLVM ordered the two
+//! independent chains of each step one after the other, so the CPU waited on their
+//! latency. Here even and odd lanes live in separate registers, in the low half of each
+//! 64-bit slot, so a product's low word is already in place and its high word is one
+//! shift (16 ops a round), and a round is one `asm!` block that keeps the two chains
+//! interleaved. Normals are drawn two groups at a time, so that the transform has four
+//! independent vectors. The truncated normal's rejection is a vector left-pack (one
+//! permute per 8 values) instead of a scalar loop.
 #![allow(unused_unsafe)] // rust-version 1.85 needs `unsafe` around intrinsics even in avx2 fns
 
 use core::arch::asm;
