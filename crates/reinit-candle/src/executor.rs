@@ -10,6 +10,11 @@ use rand_chacha::rand_core::SeedableRng;
 use reinit_onnx::proto::{GraphProto, NodeProto};
 use reinit_onnx::{Model, TensorOrigin};
 
+mod activations;
+
+pub use activations::ActivationProfile;
+use activations::{ActivationCount, is_spatial, is_view};
+
 use crate::error::{ExecError, UnsupportedOp};
 use crate::ops::{self, CONTROL_FLOW, Op, OpArgs, Registry};
 use crate::prepare::{
@@ -103,62 +108,6 @@ pub struct Executor {
     /// excluded), dropped from the environment once it has run so that an
     /// untracked forward holds only the live activations.
     last_readers: Vec<Vec<String>>,
-}
-
-/// Whether `op`'s output shares its input's storage, reads only a shape, or
-/// is the graph's own constant: such outputs are not counted by
-/// [`Executor::activation_bytes`] (`ConstantOfShape` and `Range` allocate, and
-/// are).
-fn is_view(op: Op) -> bool {
-    use reinit_graph::OpClass;
-    op.class() == OpClass::Shape
-        || matches!(
-            op,
-            Op::Constant | Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Identity
-        )
-}
-
-/// Whether `op` works on feature maps (convolution, pooling, batch
-/// statistics, LRN): the ops behind a convolutional net's activations, whose
-/// training step needs more beside them than an attention or MLP graph's
-/// ([`crate::memory::Estimate`]).
-fn is_spatial(op: Op) -> bool {
-    matches!(
-        op,
-        Op::Conv
-            | Op::ConvTranspose
-            | Op::FusedConv
-            | Op::BatchNormalization
-            | Op::MaxPool
-            | Op::AveragePool
-            | Op::GlobalAveragePool
-            | Op::GlobalMaxPool
-            | Op::LRN
-    )
-}
-
-/// The activation bytes of one pass ([`Executor::activation_profile`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ActivationProfile {
-    /// Every float value computed (views, shapes and weight transposes not counted).
-    pub bytes: u64,
-    /// The part of `bytes` from spatial ops (convolutions, pooling, BN, LRN).
-    pub spatial_bytes: u64,
-}
-
-#[derive(Default)]
-struct ActivationCount {
-    all: std::cell::Cell<u64>,
-    spatial: std::cell::Cell<u64>,
-}
-
-impl ActivationCount {
-    fn add(&self, bytes: u64, spatial: bool) {
-        self.all.set(self.all.get() + bytes);
-        if spatial {
-            self.spatial.set(self.spatial.get() + bytes);
-        }
-    }
 }
 
 /// How one graph run treats its environment.
@@ -444,10 +393,7 @@ impl Executor {
     ) -> Result<ActivationProfile, ExecError> {
         let count = ActivationCount::default();
         self.forward_planned(inputs, Mode::Eval, &[], Some(&count), true)?;
-        Ok(ActivationProfile {
-            bytes: count.all.get(),
-            spatial_bytes: count.spatial.get(),
-        })
+        Ok(count.profile())
     }
 
     fn forward_planned(

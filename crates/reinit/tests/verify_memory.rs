@@ -13,11 +13,46 @@ use std::time::Duration;
 
 use common::*;
 
+/// Runs `reinit verify MODEL ARGS… --schemes he --steps 2 --batch 2 --json`
+/// under `REINIT_MEMORY_LIMIT=limit`, asserts exit 0 and a peak RSS within
+/// `bound`, and returns the report and that peak.
+fn verify_within(model: &str, extra: &[&str], limit: &str, bound: u64) -> (serde_json::Value, u64) {
+    let mut args = vec![
+        "verify",
+        model,
+        "--schemes",
+        "he",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let r = run(
+        &args,
+        &[("REINIT_MEMORY_LIMIT", limit)],
+        Duration::from_secs(600),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let peak = report["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
+    assert!(
+        peak <= bound,
+        "peak RSS {} MiB > {} MiB",
+        peak >> 20,
+        bound >> 20
+    );
+    (report, peak)
+}
+
+/// `fixtures/verify/NAME` (made by `fixtures/make_verify_fixtures.py`).
+fn verify_fixture(name: &str) -> String {
+    fixtures().join("verify").join(name).display().to_string()
+}
+
 fn model() -> String {
-    fixtures()
-        .join("verify/mobilenet_224.onnx")
-        .display()
-        .to_string()
+    verify_fixture("mobilenet_224.onnx")
 }
 
 /// Peak RSS the batch-2 run may reach. The task's 640 input samples of
@@ -29,32 +64,8 @@ const PEAK_BOUND: u64 = 700 << 20;
 
 #[test]
 fn verify_at_224_batch_2_peaks_within_the_bound_and_reports_its_timings() {
-    let m = model();
-    let r = run(
-        &[
-            "verify",
-            &m,
-            "--schemes",
-            "he",
-            "--steps",
-            "2",
-            "--batch",
-            "2",
-            "--json",
-        ],
-        // the budget the refusal test below is given: batch 2 fits in it
-        &[("REINIT_MEMORY_LIMIT", "1G")],
-        Duration::from_secs(600),
-    );
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let peak = report["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
-    assert!(
-        peak <= PEAK_BOUND,
-        "peak RSS {} MiB > {} MiB",
-        peak >> 20,
-        PEAK_BOUND >> 20
-    );
+    // 1G: the budget the refusal test below is given; batch 2 fits in it
+    let (report, peak) = verify_within(&model(), &[], "1G", PEAK_BOUND);
     let run = &report["runs"][0];
     assert!(run["step_seconds"].as_f64().unwrap() > 0.0);
     assert!(run["probe_seconds"].as_f64().unwrap() > 0.0);
@@ -142,10 +153,7 @@ fn regex_batch(text: &str) -> Option<usize> {
 /// BERT as `transformers` builds it, narrow layers, TorchScript export (train
 /// mode, Dropout in the graph): `fixtures/make_verify_fixtures.py`.
 fn bert_narrow() -> String {
-    fixtures()
-        .join("verify/bert_narrow.onnx")
-        .display()
-        .to_string()
+    verify_fixture("bert_narrow.onnx")
 }
 
 /// Peak RSS of the transformer run below. At sequence 512 the four layers'
@@ -163,34 +171,13 @@ const BERT_PEAK_BOUND: u64 = 640 << 20;
 
 #[test]
 fn a_bert_export_at_sequence_512_peaks_within_the_bound_and_its_estimate() {
-    let m = bert_narrow();
-    let r = run(
-        &[
-            "verify",
-            &m,
-            "--schemes",
-            "he",
-            "--steps",
-            "2",
-            "--batch",
-            "2",
-            "--input-shape",
-            "input_ids:2x512",
-            "--json",
-        ],
-        &[("REINIT_MEMORY_LIMIT", "2G")],
-        Duration::from_secs(600),
+    let (report, peak) = verify_within(
+        &bert_narrow(),
+        &["--input-shape", "input_ids:2x512"],
+        "2G",
+        BERT_PEAK_BOUND,
     );
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(report["inputs"][0]["shape"], serde_json::json!([2, 512]));
-    let peak = report["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
-    assert!(
-        peak <= BERT_PEAK_BOUND,
-        "peak RSS {} MiB > {} MiB",
-        peak >> 20,
-        BERT_PEAK_BOUND >> 20
-    );
     // the up-front estimate (what exit 6 is decided on) covers the run
     let estimated = report["runs"][0]["estimated_bytes"].as_u64().unwrap();
     assert!(
